@@ -1,0 +1,161 @@
+"""A table of past predictions, one row per training sample, each row stamped with the epoch that produced it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+_NEVER = -1  # stamp of a row that holds no prediction yet
+
+
+class PredictionCache:
+    """Per-sample past predictions for Self-KD's cache mode (the official PS-KD code's ``all_predictions``).
+
+    A single table holds one row per sample plus an int32 stamp: the 0-based epoch whose forward pass wrote the row.
+    At epoch ``t`` a row is a valid teacher if it was written in an earlier epoch (normally ``t - 1``: every sample
+    is met once per epoch). Writes at epoch ``t`` skip rows already stamped ``t``, so a sample met twice in one epoch
+    (``DistributedSampler`` padding, a mid-epoch restart) keeps its first prediction, and its second occurrence has
+    no teacher (it is trained on the hard label). Generations are therefore never mixed silently.
+
+    With ``topk=k`` only the ``k`` largest probabilities and their class ids are kept; on read the ``k`` values are
+    renormalised to sum to one and the remaining classes get probability zero.
+
+    Args:
+        num_samples: Rows, the length of the training dataset.
+        num_classes: Classes of the model output.
+        dtype: Storage dtype of the probabilities (float32, float16 or bfloat16).
+        topk: Keep only the ``topk`` largest probabilities per sample; ``None`` keeps all ``num_classes``.
+        device: Where the table lives.
+
+    Example:
+        >>> cache = PredictionCache(num_samples=3, num_classes=2)
+        >>> cache.write(torch.tensor([2]), cache.compress(torch.tensor([[0.25, 0.75]])), epoch=0)
+        >>> probs, valid = cache.read(torch.tensor([2, 0]), epoch=1)
+        >>> probs, valid
+        (tensor([[0.2500, 0.7500],
+                [0.0000, 0.0000]]), tensor([ True, False]))
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        num_classes: int,
+        dtype: torch.dtype = torch.float32,
+        topk: int | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise ValueError(f"`cache_dtype` must be torch.float32, torch.float16 or torch.bfloat16, got {dtype}.")
+        if topk is not None and not (1 <= topk <= num_classes):
+            raise ValueError(f"`cache_topk` must be in [1, num_classes={num_classes}] or None, got {topk}.")
+        self.num_samples = num_samples
+        self.num_classes = num_classes
+        self.dtype = dtype
+        self.topk = topk
+        width = num_classes if topk is None else topk
+        self.values = torch.zeros(num_samples, width, dtype=dtype, device=device)  # (N, C) or (N, k)
+        id_dtype = torch.int16 if num_classes <= torch.iinfo(torch.int16).max else torch.int32
+        self.class_ids = None if topk is None else torch.zeros(num_samples, topk, dtype=id_dtype, device=device)
+        self.stamps = torch.full((num_samples,), _NEVER, dtype=torch.int32, device=device)  # (N,)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the table lives."""
+        return self.values.device
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the table, stamps included."""
+        tensors = [self.values, self.stamps] + ([] if self.class_ids is None else [self.class_ids])
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def compress(self, probs: Tensor) -> dict[str, Tensor]:
+        """Turn probabilities ``(B, C)`` into the row payload that :meth:`write` stores (and DDP all-gathers)."""
+        if probs.shape[-1] != self.num_classes:
+            raise ValueError(
+                f"The model output has {probs.shape[-1]} classes but the prediction cache was built for "
+                f"{self.num_classes}; pass the right `num_classes` to SelfKDCallback or fix the model head."
+            )
+        if self.topk is None:
+            return {"values": probs.to(self.dtype)}
+        values, class_ids = probs.topk(self.topk, dim=-1)  # (B, k), (B, k)
+        return {"values": values.to(self.dtype), "class_ids": class_ids.to(self.class_ids.dtype)}
+
+    def check_indices(self, indices: Tensor) -> None:
+        """Raise if an index falls outside ``[0, num_samples)``."""
+        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.num_samples):
+            raise IndexError(
+                f"Sample index out of range: the batch holds indices in [{int(indices.min())}, {int(indices.max())}] "
+                f"but the training dataset has {self.num_samples} samples. The index in each batch must be the "
+                "sample's position in the training dataset (see lightning_skd.data.IndexedDataset)."
+            )
+
+    @torch.no_grad()
+    def write(self, indices: Tensor, payload: dict[str, Tensor], epoch: int) -> None:
+        """Store the rows of ``indices`` (``(B,)``) made during 0-based ``epoch``; first occurrence wins."""
+        indices = indices.to(self.device, torch.long)
+        self.check_indices(indices)
+        positions = _first_occurrences(indices)
+        positions = positions[self.stamps[indices[positions]] != epoch]  # rows already written this epoch stay
+        rows = indices[positions]
+        self.values[rows] = payload["values"].to(self.device)[positions]
+        if self.class_ids is not None:
+            self.class_ids[rows] = payload["class_ids"].to(self.device)[positions]
+        self.stamps[rows] = epoch
+
+    @torch.no_grad()
+    def read(self, indices: Tensor, epoch: int) -> tuple[Tensor, Tensor]:
+        """Teacher probabilities for ``indices`` at 0-based ``epoch``.
+
+        Returns:
+            ``(probs, valid)``: float32 probabilities ``(B, C)`` (zeros where invalid) and a bool mask ``(B,)`` of
+            rows written in an earlier epoch.
+        """
+        cpu_indices = indices.to(self.device, torch.long)
+        self.check_indices(cpu_indices)
+        stamps = self.stamps[cpu_indices]
+        valid = (stamps != _NEVER) & (stamps < epoch)  # (B,)
+        values = self.values[cpu_indices].float()  # (B, C) or (B, k)
+        if self.class_ids is None:
+            probs = values
+        else:
+            values = values / values.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+            probs = torch.zeros(len(cpu_indices), self.num_classes, device=self.device)
+            probs.scatter_(1, self.class_ids[cpu_indices].long(), values)
+        probs = probs * valid[:, None]
+        return probs.to(indices.device), valid.to(indices.device)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to restore the table exactly (stored on CPU)."""
+        state = {
+            "num_samples": self.num_samples,
+            "num_classes": self.num_classes,
+            "topk": self.topk,
+            "dtype": str(self.dtype),
+            "values": self.values.cpu(),
+            "stamps": self.stamps.cpu(),
+        }
+        if self.class_ids is not None:
+            state["class_ids"] = self.class_ids.cpu()
+        return state
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any], device: torch.device | str = "cpu") -> PredictionCache:
+        """Rebuild a cache saved with :meth:`state_dict`."""
+        dtype = getattr(torch, state["dtype"].removeprefix("torch."))
+        cache = cls(state["num_samples"], state["num_classes"], dtype=dtype, topk=state["topk"], device=device)
+        cache.values.copy_(state["values"])
+        cache.stamps.copy_(state["stamps"])
+        if cache.class_ids is not None:
+            cache.class_ids.copy_(state["class_ids"])
+        return cache
+
+
+def _first_occurrences(indices: Tensor) -> Tensor:
+    """Positions ``(U,)`` of the first occurrence of each distinct value of ``indices`` ``(B,)``."""
+    unique, inverse = torch.unique(indices, return_inverse=True)
+    positions = torch.arange(len(indices), device=indices.device)
+    first = torch.full((len(unique),), len(indices), dtype=torch.long, device=indices.device)
+    return first.scatter_reduce(0, inverse, positions, reduce="amin")

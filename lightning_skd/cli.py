@@ -1,0 +1,40 @@
+"""The ``lightning-skd`` command line: Lightning's own ``LightningCLI`` with models and data picked from YAML.
+
+Example:
+    ``lightning-skd fit --config configs/digits/selfkd.yaml``
+
+Any ``LightningModule`` / ``LightningDataModule`` importable by class path can be named in a config, so the
+classes of this package need no registry and no ``if/elif`` chain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pytorch_lightning import LightningDataModule, LightningModule
+from pytorch_lightning.cli import ArgsType, LightningCLI
+
+
+class SelfKDCLI(LightningCLI):
+    """``LightningCLI`` with subclass mode for both model and data, and config saving that never refuses a rerun."""
+
+    def __init__(self, args: ArgsType = None, run: bool = True, **kwargs) -> None:
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        super().__init__(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=args,
+            run=run,
+            **kwargs,
+        )
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    """Entry point of the ``lightning-skd`` console script."""
+    SelfKDCLI(args=list(args) if args is not None else None)
+
+
+if __name__ == "__main__":
+    main()
