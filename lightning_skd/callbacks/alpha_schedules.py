@@ -33,6 +33,7 @@ class LinearAlpha(AlphaSchedule):
         >>> schedule = LinearAlpha(alpha_T=0.8)
         >>> [round(schedule(t, 4), 2) for t in range(1, 5)]
         [0.2, 0.4, 0.6, 0.8]
+
     """
 
     requires_max_epochs = True
@@ -54,6 +55,7 @@ class ConstantAlpha(AlphaSchedule):
     Example:
         >>> ConstantAlpha(0.3)(epoch=7, max_epochs=None)
         0.3
+
     """
 
     def __init__(self, alpha: float = 0.8) -> None:
@@ -74,6 +76,7 @@ class StepAlpha(AlphaSchedule):
         >>> schedule = StepAlpha(alpha_T=0.8, num_steps=2)
         >>> [schedule(t, 4) for t in range(1, 5)]
         [0.0, 0.4, 0.4, 0.8]
+
     """
 
     requires_max_epochs = True

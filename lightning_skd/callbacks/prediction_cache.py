@@ -36,6 +36,7 @@ class PredictionCache:
         >>> probs, valid
         (tensor([[0.2500, 0.7500],
                 [0.0000, 0.0000]]), tensor([ True, False]))
+
     """
 
     def __init__(
@@ -112,6 +113,7 @@ class PredictionCache:
         Returns:
             ``(probs, valid)``: float32 probabilities ``(B, C)`` (zeros where invalid) and a bool mask ``(B,)`` of
             rows written in an earlier epoch.
+
         """
         cpu_indices = indices.to(self.device, torch.long)
         self.check_indices(cpu_indices)

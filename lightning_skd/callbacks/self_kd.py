@@ -1,5 +1,7 @@
-"""Progressive self-knowledge distillation (Kim et al., "Self-Knowledge Distillation: A Simple Way for Better
-Generalization") as a Lightning callback."""
+"""Progressive self-knowledge distillation (PS-KD) as a Lightning callback.
+
+Kim et al., "Self-Knowledge Distillation: A Simple Way for Better Generalization", Sec. 2.2, Eq. 6.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader
 from typing_extensions import override
@@ -81,6 +83,7 @@ class SelfKDCallback(Callback):
         cache_topk: Keep only the ``k`` largest cached probabilities per sample (renormalised over those ``k``).
         cache_device: Device of the cache table; ``None`` keeps it on the model's device.
         refresh_every_n_steps: Snapshot mode only: also refresh the teacher every this many optimizer steps.
+
     """
 
     def __init__(
@@ -233,7 +236,9 @@ class SelfKDCallback(Callback):
             return
         if sum(isinstance(cb, SelfKDCallback) for cb in trainer.callbacks) > 1:
             raise ValueError("Only one SelfKDCallback can be attached to a Trainer.")
-        if getattr(self.schedule, "requires_max_epochs", False) and (trainer.max_epochs is None or trainer.max_epochs < 1):
+        if getattr(self.schedule, "requires_max_epochs", False) and (
+            trainer.max_epochs is None or trainer.max_epochs < 1
+        ):
             raise ValueError(
                 f"The {type(self.schedule).__name__} alpha schedule needs the total number of epochs T: pass "
                 f"Trainer(max_epochs=...) (got max_epochs={trainer.max_epochs}), or use schedule='constant'."
@@ -259,7 +264,10 @@ class SelfKDCallback(Callback):
             self._num_samples = self._train_dataset_length(trainer)
             if self.cache is not None:
                 self._check_cache_matches_dataset()
-                self.cache = PredictionCache.from_state_dict(self.cache.state_dict(), device=self._cache_device(pl_module))
+                self._warn_if_resumed_mid_epoch(trainer.current_epoch)
+                self.cache = PredictionCache.from_state_dict(
+                    self.cache.state_dict(), device=self._cache_device(pl_module)
+                )
             elif self.num_classes is not None:
                 self._create_cache(self.num_classes, pl_module)
             rank_zero_info(f"SelfKDCallback: cache mode over {self._num_samples} training samples.")
@@ -293,7 +301,10 @@ class SelfKDCallback(Callback):
             if self.cache is None:
                 if index.numel():
                     self._check_index_range(index)
-                probs, valid = target.new_zeros((len(target), 0), dtype=torch.float32), torch.zeros_like(target, dtype=torch.bool)
+                probs, valid = (
+                    target.new_zeros((len(target), 0), dtype=torch.float32),
+                    torch.zeros_like(target, dtype=torch.bool),
+                )
             else:
                 probs, valid = self.cache.read(index, trainer.current_epoch)
         else:
@@ -419,6 +430,16 @@ class SelfKDCallback(Callback):
                 "mode='snapshot' for datasets whose length changes."
             )
 
+    def _warn_if_resumed_mid_epoch(self, epoch: int) -> None:
+        already_written = int((self.cache.stamps == epoch).sum())
+        if already_written:
+            rank_zero_warn(
+                f"SelfKDCallback: the checkpoint was taken during epoch {epoch}; {already_written} samples already "
+                "hold their prediction of this epoch. If the restarted epoch meets them again they are trained on "
+                "their hard label (their epoch-(t-1) prediction was overwritten) and keep that prediction. Resume "
+                "from an end-of-epoch checkpoint for bit-exact Self-KD."
+            )
+
     def _check_index_range(self, index: Tensor) -> None:
         if self._num_samples is not None and (int(index.min()) < 0 or int(index.max()) >= self._num_samples):
             raise IndexError(
@@ -475,6 +496,7 @@ def self_kd_loss(module: pl.LightningModule, logits: Tensor, target: Tensor) -> 
         >>> import pytorch_lightning as pl
         >>> self_kd_loss(pl.LightningModule(), torch.zeros(2, 4), torch.tensor([0, 1]))  # no trainer: plain CE
         tensor(1.3863)
+
     """
     trainer = module._trainer
     callbacks = [] if trainer is None else [cb for cb in trainer.callbacks if isinstance(cb, SelfKDCallback)]

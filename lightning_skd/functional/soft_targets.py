@@ -33,6 +33,7 @@ def self_kd_targets(target: Tensor, teacher_probs: Tensor, alpha: float | Tensor
         >>> self_kd_targets(target, teacher, alpha=0.5)
         tensor([[0.7500, 0.2500, 0.0000],
                 [0.0000, 0.0000, 1.0000]])
+
     """
     num_samples, num_classes = teacher_probs.shape
     alpha = _as_per_sample_alpha(alpha, num_samples, teacher_probs)[:, None]  # (N, 1)
@@ -55,6 +56,7 @@ def soft_target_cross_entropy(logits: Tensor, soft_targets: Tensor, reduction: s
         >>> logits = torch.zeros(1, 4)
         >>> soft_target_cross_entropy(logits, torch.tensor([[1.0, 0.0, 0.0, 0.0]]))  # log(4)
         tensor(1.3863)
+
     """
     per_sample = -(soft_targets * F.log_softmax(logits.float(), dim=-1)).sum(dim=-1)  # (N,)
     return _reduce(per_sample, reduction)
@@ -85,6 +87,7 @@ def self_kd_cross_entropy(
         tensor(0.1269)
         >>> self_kd_cross_entropy(logits, torch.tensor([0, 1]), teacher, alpha=1.0)
         tensor(1.1269)
+
     """
     log_probs = F.log_softmax(logits.float(), dim=-1)  # (N, C)
     hard = -log_probs.gather(1, target[:, None]).squeeze(1)  # (N,)

@@ -10,8 +10,14 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_skd import SelfKDCallback, self_kd_loss
 
 
-def indexed_loader(num_samples: int = 12, num_features: int = 3, num_classes: int = 4, batch_size: int = 4,
-                   shuffle: bool = True, seed: int = 0) -> DataLoader:
+def indexed_loader(
+    num_samples: int = 12,
+    num_features: int = 3,
+    num_classes: int = 4,
+    batch_size: int = 4,
+    shuffle: bool = True,
+    seed: int = 0,
+) -> DataLoader:
     generator = torch.Generator().manual_seed(seed)
     inputs = torch.randn(num_samples, num_features, generator=generator)
     target = torch.randint(0, num_classes, (num_samples,), generator=generator)
@@ -39,10 +45,10 @@ class RecordingClassifier(pl.LightningModule):
         loss = self_kd_loss(self, logits, target)
         callback = next((cb for cb in self.trainer.callbacks if isinstance(cb, SelfKDCallback)), None)
         epoch = self.current_epoch
-        for i, row in zip(index.tolist(), logits.detach()):
+        for i, row in zip(index.tolist(), logits.detach(), strict=True):
             self.logits_by_epoch.setdefault(epoch, {})[i] = row.clone()
         if callback is not None:
-            for i, row in zip(index.tolist(), callback.soft_targets(target)):
+            for i, row in zip(index.tolist(), callback.soft_targets(target), strict=True):
                 self.targets_by_epoch.setdefault(epoch, {})[i] = row.clone()
         return loss
 

@@ -19,7 +19,7 @@ def expected_soft_targets(target: torch.Tensor, teacher_probs: torch.Tensor, alp
 
 def labels_by_index(loader: DataLoader) -> dict[int, int]:
     _, target, index = loader.dataset.tensors
-    return dict(zip(index.tolist(), target.tolist()))
+    return dict(zip(index.tolist(), target.tolist(), strict=True))
 
 
 def test_self_kd_callback_cache_mode_uses_previous_epoch_prediction_of_same_index():

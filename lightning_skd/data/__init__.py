@@ -1,0 +1,20 @@
+"""DataModules whose batches are ``(inputs, targets, indices)``, as Self-KD's per-sample cache needs."""
+
+from lightning_skd.data.cifar100 import CIFAR100DataModule
+from lightning_skd.data.digits import DigitsDataModule
+from lightning_skd.data.fashion_mnist import FashionMNISTDataModule
+from lightning_skd.data.image_folder import ImageFolderDataModule
+from lightning_skd.data.indexed import IndexedDataset
+from lightning_skd.data.text_lm import LMBatch, TextLMDataModule
+from lightning_skd.data.vocabulary import Vocabulary
+
+__all__ = [
+    "CIFAR100DataModule",
+    "DigitsDataModule",
+    "FashionMNISTDataModule",
+    "ImageFolderDataModule",
+    "IndexedDataset",
+    "LMBatch",
+    "TextLMDataModule",
+    "Vocabulary",
+]

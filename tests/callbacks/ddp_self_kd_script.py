@@ -1,0 +1,89 @@
+"""Runs SelfKDCallback under Lightning's own DDP (2 CPU processes, gloo) and records every soft target per rank.
+
+The model's logits are a known function f(index, epoch) of the sample index and the epoch, so the test can compute
+the exact soft target of every sample on every rank. Usage (Lightning re-launches this script for rank 1):
+
+    python ddp_self_kd_script.py --mode cache --out DIR [--num-samples 13]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_skd import SelfKDCallback, self_kd_loss
+
+NUM_CLASSES = 5
+
+
+def known_logits(index: torch.Tensor, epoch: float) -> torch.Tensor:
+    """f(index, epoch): (B,) -> (B, C)."""
+    classes = torch.arange(NUM_CLASSES, dtype=torch.float32)
+    return 2.0 * torch.sin(0.7 * index.float()[:, None] * (classes + 1) + 1.3 * epoch)
+
+
+class IndexEpochModel(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("epoch", torch.zeros(()))
+        self.bias = nn.Parameter(torch.zeros(NUM_CLASSES))  # lr 0: stays zero, but gradients flow through DDP
+        self.records: list[tuple[int, int, torch.Tensor]] = []
+
+    def forward(self, index: torch.Tensor) -> torch.Tensor:
+        return known_logits(index, float(self.epoch)) + self.bias
+
+    def on_train_epoch_start(self) -> None:
+        self.epoch.fill_(self.current_epoch)
+
+    def training_step(self, batch, batch_idx):
+        inputs, target, index = batch
+        loss = self_kd_loss(self, self(inputs), target)
+        callback = next(cb for cb in self.trainer.callbacks if isinstance(cb, SelfKDCallback))
+        for i, soft in zip(index.tolist(), callback.soft_targets(target), strict=True):
+            self.records.append((self.current_epoch, i, soft.clone()))
+        return loss
+
+    def on_train_end(self) -> None:
+        out = Path(self.trainer.default_root_dir)
+        torch.save(self.records, out / f"records_rank{self.global_rank}.pt")
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mode", choices=["cache", "snapshot"], required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--num-samples", type=int, default=13)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--cache-dtype", default="float32")
+    args = parser.parse_args()
+
+    pl.seed_everything(0)
+    index = torch.arange(args.num_samples)
+    dataset = TensorDataset(index.float(), index % NUM_CLASSES, index)
+    loader = DataLoader(dataset, batch_size=3, shuffle=True)
+    kwargs = {"cache_dtype": args.cache_dtype} if args.mode == "cache" else {}
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp",
+        max_epochs=args.epochs,
+        callbacks=[SelfKDCallback(mode=args.mode, alpha_T=0.8, **kwargs)],
+        default_root_dir=args.out,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(IndexEpochModel(), loader)
+
+
+if __name__ == "__main__":
+    main()

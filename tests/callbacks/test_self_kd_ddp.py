@@ -1,0 +1,73 @@
+"""SelfKDCallback under Lightning's DDP: 2 CPU processes with gloo, shuffling on, sampler padding on."""
+
+import collections
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from .ddp_self_kd_script import NUM_CLASSES, known_logits
+
+SCRIPT = Path(__file__).with_name("ddp_self_kd_script.py")
+NUM_SAMPLES = 13  # odd: DistributedSampler pads one rank with a repeated index
+EPOCHS = 4
+
+
+def run_ddp(mode: str, out: Path) -> list[list[tuple[int, int, torch.Tensor]]]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), "MASTER_ADDR": "127.0.0.1"}
+    env.pop("LOCAL_RANK", None)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--mode",
+            mode,
+            "--out",
+            str(out),
+            "--num-samples",
+            str(NUM_SAMPLES),
+            "--epochs",
+            str(EPOCHS),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return [torch.load(out / f"records_rank{rank}.pt") for rank in range(2)]
+
+
+def expected_soft_target(index: int, epoch: int) -> torch.Tensor:
+    alpha = 0.8 * (epoch + 1) / EPOCHS
+    teacher = known_logits(torch.tensor([index]), epoch - 1).softmax(-1)[0]
+    return (1 - alpha) * F.one_hot(torch.tensor(index % NUM_CLASSES), NUM_CLASSES).float() + alpha * teacher
+
+
+@pytest.mark.parametrize("mode", ["cache", "snapshot"])
+def test_self_kd_callback_ddp_soft_targets_exact_on_every_rank(mode, tmp_path):
+    per_rank = run_ddp(mode, tmp_path)
+    hard = lambda i: F.one_hot(torch.tensor(i % NUM_CLASSES), NUM_CLASSES).float()  # noqa: E731
+
+    # shuffling really moves samples between ranks, so the teacher of a sample often comes from the other rank
+    seen_on = [{(e, i): rank for e, i, _ in records} for rank, records in enumerate(per_rank)]
+    moved = sum(1 for (e, i) in seen_on[0] if e > 0 and (e - 1, i) in seen_on[1] and (e - 1, i) not in seen_on[0])
+    assert moved > 0
+
+    occurrences = collections.Counter((e, i) for records in per_rank for e, i, _ in records)
+    for epoch in range(EPOCHS):
+        assert {i for (e, i) in occurrences if e == epoch} == set(range(NUM_SAMPLES))
+    assert any(count == 2 for count in occurrences.values())  # the padded duplicate is exercised
+
+    for records in per_rank:
+        for epoch, index, soft in records:
+            if epoch == 0:
+                torch.testing.assert_close(soft, hard(index))
+            elif occurrences[(epoch, index)] == 1 or mode == "snapshot":
+                torch.testing.assert_close(soft, expected_soft_target(index, epoch))
+            else:  # a padded duplicate: its teacher from epoch t-1, or the hard label once the row was rewritten
+                assert torch.allclose(soft, expected_soft_target(index, epoch)) or torch.allclose(soft, hard(index))
