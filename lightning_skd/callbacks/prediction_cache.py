@@ -72,6 +72,12 @@ class PredictionCache:
         tensors = [self.values, self.stamps] + ([] if self.class_ids is None else [self.class_ids])
         return sum(t.numel() * t.element_size() for t in tensors)
 
+    def begin_epoch(self, epoch: int) -> None:
+        """Hook before the first write of an epoch; the in-memory table needs nothing."""
+
+    def end_epoch(self, epoch: int) -> None:
+        """Hook after the last write of an epoch; the in-memory table needs nothing."""
+
     def compress(self, probs: Tensor) -> dict[str, Tensor]:
         """Turn probabilities ``(B, C)`` into the row payload that :meth:`write` stores (and DDP all-gathers)."""
         if probs.shape[-1] != self.num_classes:

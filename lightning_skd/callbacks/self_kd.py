@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
@@ -20,6 +21,7 @@ from torch.utils.data import DataLoader
 from typing_extensions import override
 
 from lightning_skd.callbacks.alpha_schedules import NAMED_SCHEDULES, AlphaSchedule
+from lightning_skd.callbacks.disk_prediction_cache import DiskPredictionCache
 from lightning_skd.callbacks.prediction_cache import PredictionCache
 from lightning_skd.functional.soft_targets import self_kd_cross_entropy, self_kd_targets
 
@@ -82,6 +84,9 @@ class SelfKDCallback(Callback):
         cache_dtype: Storage dtype of cached probabilities: ``"float32"``, ``"float16"`` or ``"bfloat16"``.
         cache_topk: Keep only the ``k`` largest cached probabilities per sample (renormalised over those ``k``).
         cache_device: Device of the cache table; ``None`` keeps it on the model's device.
+        cache_dir: Keep the cache in memory-mapped files under this folder (one ``rank<r>`` subfolder per process),
+            committed atomically at each epoch end; see :class:`~lightning_skd.callbacks.DiskPredictionCache`.
+        cache_keep_generations: With ``cache_dir``: finished epochs kept on disk, so older checkpoints can resume.
         refresh_every_n_steps: Snapshot mode only: also refresh the teacher every this many optimizer steps.
 
     """
@@ -95,6 +100,8 @@ class SelfKDCallback(Callback):
         cache_dtype: str = "float32",
         cache_topk: int | None = None,
         cache_device: str | None = None,
+        cache_dir: str | None = None,
+        cache_keep_generations: int = 2,
         refresh_every_n_steps: int | None = None,
     ) -> None:
         if mode not in ("cache", "snapshot"):
@@ -118,8 +125,16 @@ class SelfKDCallback(Callback):
             raise ValueError(f"`cache_topk` must be a positive integer or None, got {cache_topk!r}.")
         if num_classes is not None and cache_topk is not None and cache_topk > num_classes:
             raise ValueError(f"`cache_topk` must be at most num_classes={num_classes}, got {cache_topk}.")
-        if mode == "snapshot" and (cache_topk is not None or cache_dtype != "float32" or cache_device is not None):
-            raise ValueError("`cache_dtype`, `cache_topk` and `cache_device` only apply to mode='cache'.")
+        cache_options = cache_topk is not None or cache_dtype != "float32" or cache_device or cache_dir
+        if mode == "snapshot" and cache_options:
+            raise ValueError("`cache_dtype`, `cache_topk`, `cache_device` and `cache_dir` only apply to mode='cache'.")
+        if cache_dir is not None and (cache_device is not None or cache_dtype == "bfloat16"):
+            raise ValueError(
+                "`cache_dir` keeps the cache on disk in float32 or float16: drop `cache_device` and use "
+                f"cache_dtype='float32' or 'float16' (got cache_device={cache_device!r}, cache_dtype={cache_dtype!r})."
+            )
+        if not (isinstance(cache_keep_generations, int) and cache_keep_generations >= 1):
+            raise ValueError(f"`cache_keep_generations` must be a positive integer, got {cache_keep_generations!r}.")
         if refresh_every_n_steps is not None:
             if mode != "snapshot":
                 raise ValueError("`refresh_every_n_steps` only applies to mode='snapshot'.")
@@ -134,6 +149,8 @@ class SelfKDCallback(Callback):
         self.cache_dtype = _CACHE_DTYPES[cache_dtype]
         self.cache_topk = cache_topk
         self.cache_device = cache_device
+        self.cache_dir = cache_dir
+        self.cache_keep_generations = cache_keep_generations
         self.refresh_every_n_steps = refresh_every_n_steps
 
         self.alpha: float = 0.0  # alpha_t of the current epoch
@@ -143,6 +160,9 @@ class SelfKDCallback(Callback):
         self._last_refresh_step = 0
         self._num_samples: int | None = None
         self._pending_state: dict[str, Any] | None = None
+        self._disk_state: dict[str, Any] | None = None  # a checkpoint's disk-cache pointer, opened in on_train_start
+        self._finished_epoch = -1  # last epoch whose end-of-epoch work (teacher refresh, cache commit) is done
+        self._global_rank = 0
         self._batch_teacher: _TeacherForBatch | None = None
         self._predictions: Tensor | None = None  # (B, C) student probabilities of the current batch
         self._loss_calls = 0
@@ -234,6 +254,7 @@ class SelfKDCallback(Callback):
         """Check the trainer and build the snapshot teacher when fitting starts."""
         if stage != "fit":
             return
+        self._global_rank = trainer.global_rank
         if sum(isinstance(cb, SelfKDCallback) for cb in trainer.callbacks) > 1:
             raise ValueError("Only one SelfKDCallback can be attached to a Trainer.")
         if getattr(self.schedule, "requires_max_epochs", False) and (
@@ -262,7 +283,10 @@ class SelfKDCallback(Callback):
             self.teacher.to(pl_module.device)
         if self.mode == "cache":
             self._num_samples = self._train_dataset_length(trainer)
-            if self.cache is not None:
+            if self._disk_state is not None:
+                self._create_cache(self._disk_state["num_classes"], pl_module, restore=self._disk_state)
+                self._disk_state = None
+            elif self.cache is not None:
                 self._check_cache_matches_dataset()
                 self._warn_if_resumed_mid_epoch(trainer.current_epoch)
                 self.cache = PredictionCache.from_state_dict(
@@ -350,6 +374,10 @@ class SelfKDCallback(Callback):
                 self._refresh_teacher(pl_module, trainer.global_step)
         self._batch_teacher = None
         self._predictions = None
+        if batch_idx + 1 >= trainer.num_training_batches:
+            # Epoch-end validation and the checkpoints saved after it run before on_train_epoch_end: finish the
+            # epoch here so that those checkpoints hold the next epoch's teacher.
+            self._finish_epoch(trainer, pl_module)
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -360,8 +388,7 @@ class SelfKDCallback(Callback):
         pl_module.log("skd/teacher_coverage", count / max(seen, 1.0), on_step=False, on_epoch=True)
         if count > 0:
             pl_module.log("skd/teacher_acc", correct / count, on_step=False, on_epoch=True)
-        if self.mode == "snapshot":
-            self._refresh_teacher(pl_module, trainer.global_step)
+        self._finish_epoch(trainer, pl_module)
 
     # ---------------------------------------------------------------- checkpointing
     @override
@@ -375,6 +402,7 @@ class SelfKDCallback(Callback):
             "teacher": None if self.teacher is None else {k: v.cpu() for k, v in self.teacher.state_dict().items()},
             "has_teacher": self._has_teacher,
             "last_refresh_step": self._last_refresh_step,
+            "finished_epoch": self._finished_epoch,
         }
 
     @override
@@ -394,7 +422,10 @@ class SelfKDCallback(Callback):
         self.num_classes = self.num_classes or state["num_classes"]
         self._has_teacher = state["has_teacher"]
         self._last_refresh_step = state["last_refresh_step"]
-        if state["cache"] is not None:
+        self._finished_epoch = state.get("finished_epoch", -1)
+        if state["cache"] is not None and "committed_epoch" in state["cache"]:
+            self._disk_state = state["cache"]  # opened in on_train_start, once this process's rank is known
+        elif state["cache"] is not None:
             self.cache = PredictionCache.from_state_dict(state["cache"])
         if state["teacher"] is not None and self.teacher is not None:
             self.teacher.load_state_dict(state["teacher"])
@@ -417,10 +448,36 @@ class SelfKDCallback(Callback):
     def _cache_device(self, pl_module: pl.LightningModule) -> torch.device:
         return torch.device(self.cache_device) if self.cache_device is not None else pl_module.device
 
-    def _create_cache(self, num_classes: int, pl_module: pl.LightningModule) -> None:
-        self.cache = PredictionCache(
-            self._num_samples, num_classes, self.cache_dtype, self.cache_topk, self._cache_device(pl_module)
+    def _finish_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """End-of-epoch work, once per epoch: commit the cache's epoch, or make the current weights the teacher."""
+        if self._finished_epoch == trainer.current_epoch:
+            return
+        self._finished_epoch = trainer.current_epoch
+        if self.mode == "snapshot":
+            self._refresh_teacher(pl_module, trainer.global_step)
+        elif self.cache is not None:
+            self.cache.end_epoch(trainer.current_epoch)
+
+    def _create_cache(
+        self, num_classes: int, pl_module: pl.LightningModule, restore: dict[str, Any] | None = None
+    ) -> None:
+        if self.cache_dir is None:
+            self.cache = PredictionCache(
+                self._num_samples, num_classes, self.cache_dtype, self.cache_topk, self._cache_device(pl_module)
+            )
+            return
+        folder = Path(self.cache_dir) / f"rank{self._global_rank}"
+        cache = DiskPredictionCache(
+            folder, self._num_samples, num_classes, self.cache_dtype, self.cache_topk, self.cache_keep_generations
         )
+        if restore is not None:
+            cache.restore(restore)
+        elif cache.holds_generations:
+            raise FileExistsError(
+                f"SelfKDCallback(cache_dir={self.cache_dir!r}): {folder} holds a prediction cache from another run. "
+                "Resume that run from its checkpoint (ckpt_path=...), or delete the folder / choose a new cache_dir."
+            )
+        self.cache = cache
 
     def _check_cache_matches_dataset(self) -> None:
         if self.cache is not None and self.cache.num_samples != self._num_samples:

@@ -88,3 +88,39 @@ def test_self_kd_callback_resume_mid_epoch_never_uses_current_epoch_predictions(
             assert any(torch.allclose(soft, c) for c in candidates) or torch.allclose(soft, hard)
             current = (1 - alpha) * hard + alpha * resumed_model.logits_by_epoch[epoch][index].softmax(-1)
             assert not torch.allclose(soft, current)
+
+
+class ValidatedClassifier(RecordingClassifier):
+    def validation_step(self, batch, batch_idx):
+        inputs, target, _ = batch
+        self.log("val_loss", F.cross_entropy(self(inputs), target))
+
+
+@pytest.mark.parametrize("storage", ["snapshot", "cache", "disk"])
+def test_self_kd_callback_resume_from_checkpoint_saved_after_validation(storage, tmp_path):
+    """With save_on_train_epoch_end=False the checkpoint is saved after validation, before on_train_epoch_end."""
+
+    def run(root: Path, ckpt_path: str | None = None):
+        pl.seed_everything(0)
+        model = ValidatedClassifier()
+        kwargs = {"cache_dir": str(tmp_path / "cache"), "cache_keep_generations": 4} if storage == "disk" else {}
+        callback = SelfKDCallback(mode="snapshot" if storage == "snapshot" else "cache", alpha_T=0.7, **kwargs)
+        checkpoint = ModelCheckpoint(
+            dirpath=root, monitor="val_loss", save_top_k=-1, filename="{epoch}", save_on_train_epoch_end=False
+        )
+        trainer = pl.Trainer(
+            accelerator="cpu",
+            max_epochs=4,
+            callbacks=[callback, checkpoint],
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        trainer.fit(model, epoch_shuffled_loader(), epoch_shuffled_loader(), ckpt_path=ckpt_path)
+        return model
+
+    full = run(tmp_path / "full")
+    resumed = run(tmp_path / "resumed", ckpt_path=str(tmp_path / "full" / "epoch=1.ckpt"))
+    for epoch in (2, 3):
+        for index, soft in full.targets_by_epoch[epoch].items():
+            torch.testing.assert_close(resumed.targets_by_epoch[epoch][index], soft)
