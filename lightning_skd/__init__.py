@@ -6,6 +6,7 @@
 """
 
 from lightning_skd.callbacks.self_kd import SelfKDCallback, self_kd_loss
+from lightning_skd.losses.embedding_skd import EmbeddingSKDLoss
 
-__all__ = ["SelfKDCallback", "self_kd_loss"]
+__all__ = ["EmbeddingSKDLoss", "SelfKDCallback", "self_kd_loss"]
 __version__ = "0.1.0"

@@ -1,16 +1,20 @@
 """Lightning callbacks: Self-KD (PS-KD) and its alpha schedules."""
 
 from lightning_skd.callbacks.alpha_schedules import AlphaSchedule, ConstantAlpha, LinearAlpha, StepAlpha
+from lightning_skd.callbacks.disk_prediction_cache import DiskPredictionCache
 from lightning_skd.callbacks.prediction_cache import PredictionCache
 from lightning_skd.callbacks.self_kd import SelfKDBatch, SelfKDCallback, self_kd_loss
+from lightning_skd.callbacks.skd_alpha_scheduler import SKDAlphaScheduler
 
 __all__ = [
     "AlphaSchedule",
     "ConstantAlpha",
+    "DiskPredictionCache",
     "LinearAlpha",
     "PredictionCache",
     "SelfKDBatch",
     "SelfKDCallback",
+    "SKDAlphaScheduler",
     "StepAlpha",
     "self_kd_loss",
 ]

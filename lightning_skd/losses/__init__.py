@@ -1,0 +1,5 @@
+"""Loss modules."""
+
+from lightning_skd.losses.embedding_skd import EmbeddingSKDLoss
+
+__all__ = ["EmbeddingSKDLoss"]
