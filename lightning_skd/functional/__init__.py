@@ -1,5 +1,37 @@
 """Pure tensor functions: losses and metrics without state."""
 
+from lightning_skd.functional.calibration import expected_calibration_error
+from lightning_skd.functional.classification import negative_log_likelihood, top_k_error
+from lightning_skd.functional.embedding_skd import (
+    EmbeddingSKDOutput,
+    embedding_skd_loss,
+    embedding_skd_loss_with_stats,
+    embedding_skd_soft_target,
+    mean_nearest_neighbour_distance,
+    sigma_from_nearest_neighbours,
+    skd_alpha,
+)
+from lightning_skd.functional.selective import aurc, eaurc, risk_coverage
 from lightning_skd.functional.soft_targets import self_kd_cross_entropy, self_kd_targets, soft_target_cross_entropy
+from lightning_skd.functional.statistics import SampleStatistics, sample_statistics
 
-__all__ = ["self_kd_cross_entropy", "self_kd_targets", "soft_target_cross_entropy"]
+__all__ = [
+    "EmbeddingSKDOutput",
+    "embedding_skd_loss",
+    "embedding_skd_loss_with_stats",
+    "embedding_skd_soft_target",
+    "mean_nearest_neighbour_distance",
+    "sigma_from_nearest_neighbours",
+    "skd_alpha",
+    "self_kd_cross_entropy",
+    "self_kd_targets",
+    "soft_target_cross_entropy",
+    "SampleStatistics",
+    "aurc",
+    "eaurc",
+    "expected_calibration_error",
+    "negative_log_likelihood",
+    "risk_coverage",
+    "sample_statistics",
+    "top_k_error",
+]

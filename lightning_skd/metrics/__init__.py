@@ -1,0 +1,20 @@
+"""Stateful (``torchmetrics``) metrics: calibration and selective-classification metrics of the PS-KD paper."""
+
+from lightning_skd.metrics.aurc import AURC
+from lightning_skd.metrics.collection import CalibrationMetrics
+from lightning_skd.metrics.eaurc import EAURC
+from lightning_skd.metrics.expected_calibration_error import ExpectedCalibrationError
+from lightning_skd.metrics.negative_log_likelihood import NegativeLogLikelihood
+from lightning_skd.metrics.plots import reliability_diagram, risk_coverage_curve
+from lightning_skd.metrics.top_k_error import TopKError
+
+__all__ = [
+    "AURC",
+    "CalibrationMetrics",
+    "EAURC",
+    "ExpectedCalibrationError",
+    "NegativeLogLikelihood",
+    "TopKError",
+    "reliability_diagram",
+    "risk_coverage_curve",
+]
