@@ -5,6 +5,7 @@ Example:
 
 Any ``LightningModule`` / ``LightningDataModule`` importable by class path can be named in a config, so the
 classes of this package need no registry and no ``if/elif`` chain.
+
 """
 
 from __future__ import annotations

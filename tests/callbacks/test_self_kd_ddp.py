@@ -38,7 +38,9 @@ def run_ddp(mode: str, out: Path) -> list[list[tuple[int, int, torch.Tensor]]]:
         text=True,
         timeout=300,
     )
-    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.returncode == 0, (
+        f"exit {result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-5000:]}"
+    )
     return [torch.load(out / f"records_rank{rank}.pt") for rank in range(2)]
 
 

@@ -1,0 +1,161 @@
+"""An image classifier for the PS-KD experiments: baseline, label smoothing and Self-KD share one module."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor
+
+from lightning_skd.callbacks.self_kd import SelfKDCallback, self_kd_loss
+from lightning_skd.metrics import CalibrationMetrics
+from lightning_skd.models.backbones import build_backbone
+
+
+class ImageClassifier(pl.LightningModule):
+    """Classifier over a timm / torchvision / built-in backbone, with the papers' metrics.
+
+    The training loss is :func:`~lightning_skd.self_kd_loss`: Self-KD when a
+    :class:`~lightning_skd.SelfKDCallback` is attached, plain cross-entropy otherwise, and label-smoothed
+    cross-entropy with ``label_smoothing > 0`` (the paper's LS baseline; not combinable with the callback).
+    Validation and test log loss, ``top1_err``, ``top5_err``, ``nll``, ``ece``, ``aurc`` and ``eaurc`` under
+    ``val/`` and ``test/`` (fractions), plus a reliability diagram and a risk-coverage curve at the end of each
+    validation / test epoch: sent to the logger when it takes figures (TensorBoard), saved as PNG under
+    ``<log_dir>/figures/`` otherwise.
+
+    Batches are ``(images, targets, indices)`` as produced by the DataModules of :mod:`lightning_skd.data`.
+
+    Args:
+        backbone: ``"timm:<name>"``, ``"torchvision:<name>"`` or ``"lightning_skd:small_cnn"``.
+        num_classes: Output classes.
+        in_channels: Image channels.
+        cifar_stem: 3×3 stride-1 stem without max-pool for 32×32 inputs (ResNet-style backbones).
+        pretrained: Download pretrained backbone weights (needs network access).
+        label_smoothing: Smoothing of the hard targets (the paper uses 0.1 for its LS baseline).
+        optimizer: Optimizer factory, from YAML as ``class_path``/``init_args``; default SGD(lr=0.1, momentum=0.9,
+            weight_decay=5e-4, nesterov=False), the paper's CIFAR-100 setting.
+        lr_scheduler: LR scheduler factory (e.g. ``MultiStepLR`` with milestones [150, 225]); stepped every epoch.
+        n_bins: Bins of the ECE and the reliability diagram.
+        log_figures: Produce the reliability diagram and risk-coverage curve.
+
+    """
+
+    def __init__(
+        self,
+        backbone: str = "timm:resnet18",
+        num_classes: int = 10,
+        in_channels: int = 3,
+        cifar_stem: bool = False,
+        pretrained: bool = False,
+        label_smoothing: float = 0.0,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        n_bins: int = 15,
+        log_figures: bool = True,
+    ) -> None:
+        super().__init__()
+        if not (isinstance(num_classes, int) and num_classes >= 2):
+            raise ValueError(f"`num_classes` must be an integer >= 2, got {num_classes!r}.")
+        if not (isinstance(in_channels, int) and in_channels >= 1):
+            raise ValueError(f"`in_channels` must be a positive integer, got {in_channels!r}.")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"`label_smoothing` must be in [0, 1), got {label_smoothing!r}.")
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.net = build_backbone(backbone, num_classes, in_channels, pretrained=pretrained, cifar_stem=cifar_stem)
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.label_smoothing = label_smoothing
+        self.log_figures = log_figures
+        self.val_metrics = CalibrationMetrics(num_classes, n_bins=n_bins, prefix="val/")
+        self.test_metrics = CalibrationMetrics(num_classes, n_bins=n_bins, prefix="test/")
+
+    def forward(self, images: Tensor) -> Tensor:  # (B, C, H, W) -> (B, num_classes)
+        """Logits of a batch of images."""
+        return self.net(images)
+
+    def setup(self, stage: str) -> None:
+        """Refuse label smoothing together with Self-KD: both rewrite the targets."""
+        if stage == "fit" and self.label_smoothing > 0:
+            if any(isinstance(cb, SelfKDCallback) for cb in self.trainer.callbacks):
+                raise ValueError(
+                    f"ImageClassifier(label_smoothing={self.label_smoothing}) and SelfKDCallback both soften the "
+                    "targets; use one of them (label_smoothing=0.0 for Self-KD)."
+                )
+
+    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
+        """Self-KD / cross-entropy / label-smoothing loss of a batch."""
+        images, target, _ = batch
+        logits = self(images)
+        if self.label_smoothing > 0:
+            loss = F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
+        else:
+            loss = self_kd_loss(self, logits, target)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(target))
+        top1_err = (logits.argmax(dim=-1) != target).float().mean()
+        self.log("train/top1_err", top1_err, on_step=False, on_epoch=True, batch_size=len(target))
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
+        """Accumulate validation metrics."""
+        self._evaluation_step(batch, self.val_metrics, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
+        """Accumulate test metrics."""
+        self._evaluation_step(batch, self.test_metrics, "test")
+
+    def predict_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        """Probabilities ``(B, C)``, targets and sample indices."""
+        images, target, index = batch
+        return {"probs": self(images).softmax(dim=-1), "target": target, "index": index}
+
+    def on_validation_epoch_end(self) -> None:
+        """Log and reset the validation metrics."""
+        self._log_metrics(self.val_metrics, "val")
+
+    def on_test_epoch_end(self) -> None:
+        """Log and reset the test metrics."""
+        self._log_metrics(self.test_metrics, "test")
+
+    def configure_optimizers(self) -> Any:
+        """The configured optimizer (default: the paper's SGD) and optional epoch-wise LR scheduler."""
+        if self.optimizer_factory is None:
+            optimizer = torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+        else:
+            optimizer = self.optimizer_factory(self.parameters())
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}
+
+    def _evaluation_step(self, batch: tuple[Tensor, Tensor, Tensor], metrics: CalibrationMetrics, stage: str) -> None:
+        images, target, _ = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, target)
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(target))
+        metrics.update(logits.float().softmax(dim=-1), target)
+
+    def _log_metrics(self, metrics: CalibrationMetrics, stage: str) -> None:
+        values = metrics.compute()
+        top1_key = f"{stage}/top1_err"
+        self.log_dict({name: value for name, value in values.items() if name != top1_key})
+        self.log(top1_key, values[top1_key], prog_bar=True)
+        if self.log_figures and not self.trainer.sanity_checking:
+            self._emit_figures(metrics.plot_figures(), stage)
+        metrics.reset()
+
+    def _emit_figures(self, figures: dict[str, Figure], stage: str) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        experiment = getattr(self.logger, "experiment", None) if self.logger is not None else None
+        if experiment is not None and hasattr(experiment, "add_figure"):
+            for name, figure in figures.items():
+                experiment.add_figure(f"{stage}/{name}", figure, global_step=self.global_step)
+            return
+        folder = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "figures"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, figure in figures.items():
+            figure.savefig(folder / f"{stage}_{name}.png", dpi=100, bbox_inches="tight")

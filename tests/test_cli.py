@@ -1,0 +1,65 @@
+from pathlib import Path
+
+import pytest
+
+from lightning_skd.cli import SelfKDCLI, main
+
+CONFIGS = Path(__file__).parents[1] / "configs"
+QUICK = ["--trainer.max_epochs=2", "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2"]
+
+
+@pytest.mark.parametrize("name", ["baseline", "label_smoothing", "selfkd"])
+def test_cli_fit_runs_each_digits_config(name, tmp_path):
+    main(
+        ["fit", "--config", str(CONFIGS / "digits" / f"{name}.yaml"), f"--trainer.default_root_dir={tmp_path}", *QUICK]
+    )
+    assert list(tmp_path.rglob("*.ckpt"))
+
+
+def test_cli_test_and_validate_run_from_a_checkpoint(tmp_path):
+    config = ["--config", str(CONFIGS / "digits" / "selfkd.yaml"), f"--trainer.default_root_dir={tmp_path}"]
+    main(["fit", *config, *QUICK])
+    checkpoint = str(next(tmp_path.rglob("*.ckpt")))
+    main(["validate", *config, f"--ckpt_path={checkpoint}", "--trainer.limit_val_batches=2"])
+    main(["test", *config, f"--ckpt_path={checkpoint}", "--trainer.limit_test_batches=2"])
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (CONFIGS / "cifar100").glob("*.yaml")))
+def test_cli_parses_cifar100_configs(name):
+    cli = SelfKDCLI(args=["--config", str(CONFIGS / "cifar100" / name)], run=False)
+    assert cli.trainer.max_epochs == 300
+    assert cli.model.hparams.num_classes == 100
+    assert cli.datamodule.batch_size == 128
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("--trainer.callbacks.init_args.alpha_T=1.5", "alpha_T"),
+        ("--trainer.callbacks.init_args.mode=teacher", "mode"),
+    ],
+)
+def test_cli_reports_bad_callback_arguments(override, message, tmp_path, capsys):
+    args = [
+        "fit",
+        "--config",
+        str(CONFIGS / "digits" / "selfkd.yaml"),
+        f"--trainer.default_root_dir={tmp_path}",
+        override,
+    ]
+    with pytest.raises((SystemExit, ValueError)) as error:
+        main(args)
+    assert message in str(error.value) + capsys.readouterr().err
+
+
+def test_cli_linear_schedule_without_max_epochs_fails(tmp_path):
+    args = [
+        "fit",
+        "--config",
+        str(CONFIGS / "digits" / "selfkd.yaml"),
+        f"--trainer.default_root_dir={tmp_path}",
+        "--trainer.max_epochs=-1",
+        "--trainer.max_steps=2",
+    ]
+    with pytest.raises(ValueError, match="max_epochs"):
+        main(args)
