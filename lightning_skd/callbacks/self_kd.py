@@ -528,10 +528,13 @@ class SelfKDCallback(Callback):
         keep = torch.arange(width, device=index.device)[None, :] < sizes[:, None]  # (W, width)
 
         def gather(rows: Tensor) -> Tensor:
-            padded = torch.cat([rows, rows.new_zeros((width - len(rows), *rows.shape[1:]))])
-            as_int = padded.view(torch.int16) if padded.dtype in (torch.float16, torch.bfloat16) else padded
-            gathered = strategy.all_gather(as_int)  # (W, width, ...)
-            return gathered.view(padded.dtype)[keep] if as_int is not padded else gathered[keep]
+            padded = torch.cat([rows, rows.new_zeros((width - len(rows), *rows.shape[1:]))]).contiguous()
+            if padded.dtype in (torch.float32, torch.float64, torch.int32, torch.int64):
+                return strategy.all_gather(padded)[keep]  # (W, width, ...) -> (sum of sizes, ...)
+            # 16-bit payloads (float16/bfloat16 values, int16 class ids) travel as bytes: NCCL has no int16 and gloo
+            # no bfloat16, but both move uint8.
+            as_bytes = padded.view(torch.uint8)  # (width, k * itemsize)
+            return strategy.all_gather(as_bytes)[keep].view(padded.dtype)
 
         return gather(index), {name: gather(rows) for name, rows in payload.items()}
 

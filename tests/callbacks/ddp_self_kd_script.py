@@ -63,13 +63,14 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=13)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--cache-dtype", default="float32")
+    parser.add_argument("--cache-topk", type=int, default=None)
     args = parser.parse_args()
 
     pl.seed_everything(0)
     index = torch.arange(args.num_samples)
     dataset = TensorDataset(index.float(), index % NUM_CLASSES, index)
     loader = DataLoader(dataset, batch_size=3, shuffle=True)
-    kwargs = {"cache_dtype": args.cache_dtype} if args.mode == "cache" else {}
+    kwargs = {"cache_dtype": args.cache_dtype, "cache_topk": args.cache_topk} if args.mode == "cache" else {}
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=2,

@@ -17,7 +17,7 @@ NUM_SAMPLES = 13  # odd: DistributedSampler pads one rank with a repeated index
 EPOCHS = 4
 
 
-def run_ddp(mode: str, out: Path) -> list[list[tuple[int, int, torch.Tensor]]]:
+def run_ddp(mode: str, out: Path, extra_args: list[str]) -> list[list[tuple[int, int, torch.Tensor]]]:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), "MASTER_ADDR": "127.0.0.1"}
     env.pop("LOCAL_RANK", None)
     result = subprocess.run(
@@ -32,6 +32,7 @@ def run_ddp(mode: str, out: Path) -> list[list[tuple[int, int, torch.Tensor]]]:
             str(NUM_SAMPLES),
             "--epochs",
             str(EPOCHS),
+            *extra_args,
         ],
         env=env,
         capture_output=True,
@@ -44,16 +45,29 @@ def run_ddp(mode: str, out: Path) -> list[list[tuple[int, int, torch.Tensor]]]:
     return [torch.load(out / f"records_rank{rank}.pt") for rank in range(2)]
 
 
-def expected_soft_target(index: int, epoch: int) -> torch.Tensor:
+def expected_soft_target(index: int, epoch: int, topk: int | None = None) -> torch.Tensor:
     alpha = 0.8 * (epoch + 1) / EPOCHS
     teacher = known_logits(torch.tensor([index]), epoch - 1).softmax(-1)[0]
+    if topk is not None:  # stored as the float16 top-k, renormalised over those k classes
+        values, ids = teacher.topk(topk)
+        values = values.half().float()
+        teacher = torch.zeros_like(teacher).scatter(0, ids, values / values.sum())
     return (1 - alpha) * F.one_hot(torch.tensor(index % NUM_CLASSES), NUM_CLASSES).float() + alpha * teacher
 
 
-@pytest.mark.parametrize("mode", ["cache", "snapshot"])
-def test_self_kd_callback_ddp_soft_targets_exact_on_every_rank(mode, tmp_path):
-    per_rank = run_ddp(mode, tmp_path)
+@pytest.mark.parametrize(
+    ("mode", "extra_args", "topk"),
+    [
+        ("cache", [], None),
+        ("cache", ["--cache-dtype", "float16", "--cache-topk", "3"], 3),  # 16-bit payloads travel as bytes
+        ("snapshot", [], None),
+    ],
+    ids=["cache", "cache-top3-float16", "snapshot"],
+)
+def test_self_kd_callback_ddp_soft_targets_exact_on_every_rank(mode, extra_args, topk, tmp_path):
+    per_rank = run_ddp(mode, tmp_path, extra_args)
     hard = lambda i: F.one_hot(torch.tensor(i % NUM_CLASSES), NUM_CLASSES).float()  # noqa: E731
+    expected = lambda i, e: expected_soft_target(i, e, topk)  # noqa: E731
 
     # shuffling really moves samples between ranks, so the teacher of a sample often comes from the other rank
     seen_on = [{(e, i): rank for e, i, _ in records} for rank, records in enumerate(per_rank)]
@@ -70,6 +84,6 @@ def test_self_kd_callback_ddp_soft_targets_exact_on_every_rank(mode, tmp_path):
             if epoch == 0:
                 torch.testing.assert_close(soft, hard(index))
             elif occurrences[(epoch, index)] == 1 or mode == "snapshot":
-                torch.testing.assert_close(soft, expected_soft_target(index, epoch))
+                torch.testing.assert_close(soft, expected(index, epoch))
             else:  # a padded duplicate: its teacher from epoch t-1, or the hard label once the row was rewritten
-                assert torch.allclose(soft, expected_soft_target(index, epoch)) or torch.allclose(soft, hard(index))
+                assert torch.allclose(soft, expected(index, epoch)) or torch.allclose(soft, hard(index))
