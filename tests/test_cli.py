@@ -32,6 +32,15 @@ def test_cli_parses_cifar100_configs(name):
     assert cli.datamodule.batch_size == 128
 
 
+@pytest.mark.parametrize("name", sorted(p.name for p in (CONFIGS / "imagenet").glob("*.yaml")))
+def test_cli_parses_imagenet_configs(name):
+    cli = SelfKDCLI(args=["--config", str(CONFIGS / "imagenet" / name)], run=False)
+    assert cli.trainer.max_epochs == 90
+    assert cli.model.hparams.num_classes == 1000
+    callbacks = [cb for cb in cli.trainer.callbacks if type(cb).__name__ == "SelfKDCallback"]
+    assert [(cb.mode, cb.alpha_T) for cb in callbacks] == ([("snapshot", 0.3)] if "selfkd" in name else [])
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
