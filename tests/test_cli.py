@@ -72,3 +72,15 @@ def test_cli_linear_schedule_without_max_epochs_fails(tmp_path):
     ]
     with pytest.raises(ValueError, match="max_epochs"):
         main(args)
+
+
+def test_cli_builds_alpha_schedule_objects_from_yaml(tmp_path):
+    override = tmp_path / "schedule.yaml"
+    override.write_text(
+        "trainer:\n  max_epochs: 4\n  callbacks:\n    - class_path: lightning_skd.SelfKDCallback\n      init_args:\n"
+        "        schedule:\n          class_path: lightning_skd.callbacks.StepAlpha\n"
+        "          init_args: {alpha_T: 0.6, num_steps: 2}\n"
+    )
+    cli = SelfKDCLI(args=["--config", str(CONFIGS / "digits" / "selfkd.yaml"), "--config", str(override)], run=False)
+    (callback,) = [cb for cb in cli.trainer.callbacks if type(cb).__name__ == "SelfKDCallback"]
+    assert [callback.alpha_for_epoch(t, 4) for t in range(1, 5)] == [0.0, 0.3, 0.3, 0.6]
