@@ -51,6 +51,8 @@ class IndexEpochModel(pl.LightningModule):
     def on_train_end(self) -> None:
         out = Path(self.trainer.default_root_dir)
         torch.save(self.records, out / f"records_rank{self.global_rank}.pt")
+        callback = next(cb for cb in self.trainer.callbacks if isinstance(cb, SelfKDCallback))
+        torch.save(callback.state_dict(), out / f"callback_state_rank{self.global_rank}.pt")  # what a checkpoint holds
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.0)

@@ -17,7 +17,26 @@ NUM_SAMPLES = 13  # odd: DistributedSampler pads one rank with a repeated index
 EPOCHS = 4
 
 
-def run_ddp(mode: str, out: Path, extra_args: list[str]) -> list[list[tuple[int, int, torch.Tensor]]]:
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory):
+    """Runs each DDP configuration once per module; returns its output folder."""
+    folders: dict[tuple[str, ...], Path] = {}
+
+    def get(mode: str, extra_args: list[str]) -> Path:
+        key = (mode, *extra_args)
+        if key not in folders:
+            folders[key] = tmp_path_factory.mktemp("ddp")
+            run_ddp(mode, folders[key], extra_args)
+        return folders[key]
+
+    return get
+
+
+def load_records(out: Path) -> list[list[tuple[int, int, torch.Tensor]]]:
+    return [torch.load(out / f"records_rank{rank}.pt") for rank in range(2)]
+
+
+def run_ddp(mode: str, out: Path, extra_args: list[str]) -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), "MASTER_ADDR": "127.0.0.1"}
     env.pop("LOCAL_RANK", None)
     result = subprocess.run(
@@ -42,7 +61,6 @@ def run_ddp(mode: str, out: Path, extra_args: list[str]) -> list[list[tuple[int,
     assert result.returncode == 0, (
         f"exit {result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-5000:]}"
     )
-    return [torch.load(out / f"records_rank{rank}.pt") for rank in range(2)]
 
 
 def expected_soft_target(index: int, epoch: int, topk: int | None = None) -> torch.Tensor:
@@ -64,8 +82,8 @@ def expected_soft_target(index: int, epoch: int, topk: int | None = None) -> tor
     ],
     ids=["cache", "cache-top3-float16", "snapshot"],
 )
-def test_self_kd_callback_ddp_soft_targets_exact_on_every_rank(mode, extra_args, topk, tmp_path):
-    per_rank = run_ddp(mode, tmp_path, extra_args)
+def test_self_kd_callback_ddp_soft_targets_exact_on_every_rank(mode, extra_args, topk, ddp_run):
+    per_rank = load_records(ddp_run(mode, extra_args))
     hard = lambda i: F.one_hot(torch.tensor(i % NUM_CLASSES), NUM_CLASSES).float()  # noqa: E731
     expected = lambda i, e: expected_soft_target(i, e, topk)  # noqa: E731
 
@@ -87,3 +105,16 @@ def test_self_kd_callback_ddp_soft_targets_exact_on_every_rank(mode, extra_args,
                 torch.testing.assert_close(soft, expected(index, epoch))
             else:  # a padded duplicate: its teacher from epoch t-1, or the hard label once the row was rewritten
                 assert torch.allclose(soft, expected(index, epoch)) or torch.allclose(soft, hard(index))
+
+
+def test_self_kd_callback_ddp_rank_zero_state_is_complete(ddp_run):
+    """Only rank 0 writes checkpoints: its cache must hold every sample's latest prediction, like every rank's."""
+    out = ddp_run("cache", [])
+    states = [torch.load(out / f"callback_state_rank{rank}.pt") for rank in range(2)]
+    cache = states[0]["cache"]
+    assert cache["num_samples"] == NUM_SAMPLES
+    assert (cache["stamps"] == EPOCHS - 1).all()  # every row written in the last epoch, whichever rank saw it
+    expected = known_logits(torch.arange(NUM_SAMPLES), EPOCHS - 1).softmax(-1)
+    torch.testing.assert_close(cache["values"], expected)
+    torch.testing.assert_close(states[1]["cache"]["values"], cache["values"])
+    assert states[0]["alpha"] == states[1]["alpha"] == 0.8
