@@ -16,12 +16,17 @@ def test_cli_fit_runs_each_digits_config(name, tmp_path):
     assert list(tmp_path.rglob("*.ckpt"))
 
 
-def test_cli_test_and_validate_run_from_a_checkpoint(tmp_path):
+def test_cli_validate_test_predict_run_from_a_checkpoint(tmp_path):
     config = ["--config", str(CONFIGS / "digits" / "selfkd.yaml"), f"--trainer.default_root_dir={tmp_path}"]
     main(["fit", *config, *QUICK])
     checkpoint = str(next(tmp_path.rglob("*.ckpt")))
     main(["validate", *config, f"--ckpt_path={checkpoint}", "--trainer.limit_val_batches=2"])
     main(["test", *config, f"--ckpt_path={checkpoint}", "--trainer.limit_test_batches=2"])
+    main(["predict", *config, f"--ckpt_path={checkpoint}", "--trainer.limit_predict_batches=2"])
+    cli = SelfKDCLI(args=["--config", str(CONFIGS / "digits" / "selfkd.yaml")], run=False)
+    predictions = cli.trainer.predict(cli.model, datamodule=cli.datamodule, ckpt_path=checkpoint)
+    assert predictions[0]["probs"].shape == (64, 10)
+    assert predictions[0]["index"].tolist() == list(range(64))
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (CONFIGS / "cifar100").glob("*.yaml")))
