@@ -162,6 +162,7 @@ class SelfKDCallback(Callback):
         self._pending_state: dict[str, Any] | None = None
         self._disk_state: dict[str, Any] | None = None  # a checkpoint's disk-cache pointer, opened in on_train_start
         self._finished_epoch = -1  # last epoch whose end-of-epoch work (teacher refresh, cache commit) is done
+        self._restored = False  # load_state_dict ran since the last fit started: keep that state
         self._global_rank = 0
         self._batch_teacher: _TeacherForBatch | None = None
         self._predictions: Tensor | None = None  # (B, C) student probabilities of the current batch
@@ -278,7 +279,10 @@ class SelfKDCallback(Callback):
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Move the teacher to the model's device and size the cache from the training set."""
+        """Start afresh unless a checkpoint was restored; move the teacher; size the cache from the training set."""
+        if not self._restored:  # a new run (e.g. the same callback in a second trainer.fit): nothing carries over
+            self._start_afresh()
+        self._restored = False
         if self.teacher is not None:
             self.teacher.to(pl_module.device)
         if self.mode == "cache":
@@ -415,6 +419,7 @@ class SelfKDCallback(Callback):
             )
         self._pending_state = state_dict
         self._apply_state(state_dict)
+        self._restored = True
 
     # ---------------------------------------------------------------- internals
     def _apply_state(self, state: dict[str, Any]) -> None:
@@ -432,6 +437,14 @@ class SelfKDCallback(Callback):
             self._pending_state = None
         elif state["teacher"] is None:
             self._pending_state = None
+
+    def _start_afresh(self) -> None:
+        self.alpha = 0.0
+        self.cache = None
+        self._disk_state = None
+        self._has_teacher = False
+        self._last_refresh_step = 0
+        self._finished_epoch = -1
 
     def _make_teacher(self, pl_module: pl.LightningModule) -> pl.LightningModule:
         teacher = copy.deepcopy(pl_module)  # LightningModule.__getstate__ drops the trainer reference

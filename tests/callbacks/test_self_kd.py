@@ -228,3 +228,28 @@ def test_self_kd_callback_state_dict_round_trip_restores_snapshot_teacher():
     torch.testing.assert_close(restored.teacher.linear.weight, callback.teacher.linear.weight)
     with pytest.raises(ValueError, match="mode='snapshot'"):
         SelfKDCallback(mode="cache").load_state_dict(callback.state_dict())
+
+
+@pytest.mark.parametrize("mode", ["cache", "snapshot"])
+def test_self_kd_callback_reused_for_a_new_fit_starts_fresh(mode):
+    """A second trainer.fit with the same callback and no checkpoint must not use the first run's predictions."""
+    callback = SelfKDCallback(mode=mode, alpha_T=0.6)
+    pl.seed_everything(0)
+    trainer([callback], max_epochs=2).fit(RecordingClassifier(), indexed_loader())
+    pl.seed_everything(1)
+    loader = indexed_loader(seed=1)
+    second = RecordingClassifier()
+    trainer([callback], max_epochs=2).fit(second, loader)
+
+    labels = labels_by_index(loader)
+    inputs, _, _ = loader.dataset.tensors
+    for i, soft in second.targets_by_epoch[0].items():
+        torch.testing.assert_close(soft, F.one_hot(torch.tensor(labels[i]), NUM_CLASSES).float())
+    weights = second.weights_by_epoch[0]
+    for i, soft in second.targets_by_epoch[1].items():
+        if mode == "cache":
+            teacher = second.logits_by_epoch[0][i].softmax(-1)
+        else:
+            teacher = (inputs[i] @ weights["linear.weight"].T + weights["linear.bias"]).softmax(-1)
+        expected = expected_soft_targets(torch.tensor([labels[i]]), teacher[None], 0.6)[0]
+        torch.testing.assert_close(soft, expected)
