@@ -92,12 +92,15 @@ class PredictionCache:
 
     def check_indices(self, indices: Tensor) -> None:
         """Raise if an index falls outside ``[0, num_samples)``."""
-        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.num_samples):
-            raise IndexError(
-                f"Sample index out of range: the batch holds indices in [{int(indices.min())}, {int(indices.max())}] "
-                f"but the training dataset has {self.num_samples} samples. The index in each batch must be the "
-                "sample's position in the training dataset (see lightning_skd.data.IndexedDataset)."
-            )
+        check_index_range(indices, self.num_samples)
+
+    def to(self, device: torch.device | str) -> PredictionCache:
+        """Move the table to ``device`` (in place); returns the cache."""
+        self.values = self.values.to(device)
+        self.stamps = self.stamps.to(device)
+        if self.class_ids is not None:
+            self.class_ids = self.class_ids.to(device)
+        return self
 
     @torch.no_grad()
     def write(self, indices: Tensor, payload: dict[str, Tensor], epoch: int) -> None:
@@ -159,6 +162,19 @@ class PredictionCache:
         if cache.class_ids is not None:
             cache.class_ids.copy_(state["class_ids"])
         return cache
+
+
+def check_index_range(indices: Tensor, num_samples: int) -> None:
+    """Raise ``IndexError`` if an index of ``indices`` falls outside ``[0, num_samples)`` (one host sync)."""
+    if not indices.numel():
+        return
+    low, high = (int(v) for v in torch.aminmax(indices))
+    if low < 0 or high >= num_samples:
+        raise IndexError(
+            f"Sample index out of range: the batch holds indices in [{low}, {high}] but the training dataset has "
+            f"{num_samples} samples. The index in each batch must be the sample's position in the training dataset "
+            "(see lightning_skd.data.IndexedDataset)."
+        )
 
 
 def _first_occurrences(indices: Tensor) -> Tensor:

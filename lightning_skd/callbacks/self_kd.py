@@ -22,7 +22,7 @@ from typing_extensions import override
 
 from lightning_skd.callbacks.alpha_schedules import NAMED_SCHEDULES, AlphaSchedule
 from lightning_skd.callbacks.disk_prediction_cache import DiskPredictionCache
-from lightning_skd.callbacks.prediction_cache import PredictionCache
+from lightning_skd.callbacks.prediction_cache import PredictionCache, check_index_range
 from lightning_skd.functional.soft_targets import self_kd_cross_entropy, self_kd_targets
 
 _CACHE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -228,9 +228,9 @@ class SelfKDCallback(Callback):
             raise ValueError(
                 f"The teacher predicts {teacher.probs.shape[-1]} classes but the model outputs {logits.shape[-1]}."
             )
-        if not bool(teacher.valid.any()):
+        if not teacher.probs.shape[-1]:  # no teacher tensor yet (first epoch before the cache exists)
             return F.cross_entropy(logits.float(), target)
-        alpha = self.alpha * teacher.valid.float()  # (B,): no teacher -> hard label
+        alpha = self.alpha * teacher.valid.float()  # (B,): no teacher -> hard label (alpha 0 is plain CE)
         return self_kd_cross_entropy(logits, target, teacher.probs, alpha)
 
     def soft_targets(self, target: Tensor) -> Tensor:
@@ -293,9 +293,7 @@ class SelfKDCallback(Callback):
             elif self.cache is not None:
                 self._check_cache_matches_dataset()
                 self._warn_if_resumed_mid_epoch(trainer.current_epoch)
-                self.cache = PredictionCache.from_state_dict(
-                    self.cache.state_dict(), device=self._cache_device(pl_module)
-                )
+                self.cache.to(self._cache_device(pl_module))
             elif self.num_classes is not None:
                 self._create_cache(self.num_classes, pl_module)
             rank_zero_info(f"SelfKDCallback: cache mode over {self._num_samples} training samples.")
@@ -327,8 +325,8 @@ class SelfKDCallback(Callback):
                 )
             index = parts.index.long()
             if self.cache is None:
-                if index.numel():
-                    self._check_index_range(index)
+                if self._num_samples is not None:
+                    check_index_range(index, self._num_samples)
                 probs, valid = (
                     target.new_zeros((len(target), 0), dtype=torch.float32),
                     torch.zeros_like(target, dtype=torch.bool),
@@ -346,7 +344,7 @@ class SelfKDCallback(Callback):
         self._batch_teacher = _TeacherForBatch(probs=probs, valid=valid, index=index)
         self._predictions = None
         self._loss_calls = 0
-        if bool(valid.any()):
+        if probs.shape[-1]:  # accumulated on the device: no host sync per step
             agree = probs.argmax(dim=-1) == target
             self._teacher_correct += (agree & valid).sum()
             self._teacher_count += valid.sum()
@@ -508,14 +506,6 @@ class SelfKDCallback(Callback):
                 "hold their prediction of this epoch. If the restarted epoch meets them again they are trained on "
                 "their hard label (their epoch-(t-1) prediction was overwritten) and keep that prediction. Resume "
                 "from an end-of-epoch checkpoint for bit-exact Self-KD."
-            )
-
-    def _check_index_range(self, index: Tensor) -> None:
-        if self._num_samples is not None and (int(index.min()) < 0 or int(index.max()) >= self._num_samples):
-            raise IndexError(
-                f"Sample index out of range: the batch holds indices in [{int(index.min())}, {int(index.max())}] "
-                f"but the training dataset has {self._num_samples} samples. The index must be the sample's position "
-                "in the training dataset (see lightning_skd.data.IndexedDataset)."
             )
 
     @staticmethod
