@@ -40,9 +40,7 @@ class CommandResult:
     stderr: str
 
 
-def run_command(
-    args: list[str], cwd: Path, timeout: float = 240.0, env: dict[str, str] | None = None
-) -> CommandResult:
+def run_command(args: list[str], cwd: Path, timeout: float = 240.0, env: dict[str, str] | None = None) -> CommandResult:
     """Run ``args`` in ``cwd``; fail the test with every process's stack if it hangs, with its output if it fails.
 
     Args:
@@ -64,7 +62,13 @@ def run_command(
         **(env or {}),
     )
     process = subprocess.Popen(
-        args, cwd=cwd, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        args,
+        cwd=cwd,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     try:
         stdout, stderr = process.communicate(timeout=timeout)
