@@ -1,4 +1,6 @@
-"""Image backbones by name: ``"timm:<name>"``, ``"torchvision:<name>"`` or ``"lightning_skd:<name>"``.
+"""Image backbones by name: ``"timm:<name>"``, ``"torchvision:<name>"``, ``"cifar:<name>"``, ``"lightning_skd:<name>"``.
+
+``"cifar:<name>"`` are the 32×32 networks of Kim et al.'s Table 1 (:mod:`lightning_skd.models.cifar`).
 
 Every builder returns a network mapping ``(B, in_channels, H, W)`` images to ``(B, num_classes)`` logits. Weights
 are random unless ``pretrained=True``, which downloads them through timm / torchvision (needs network access).
@@ -75,9 +77,20 @@ def _local(name: str, num_classes: int, in_channels: int, pretrained: bool) -> n
     return models[name](in_channels=in_channels, num_classes=num_classes)
 
 
+def _cifar(name: str, num_classes: int, in_channels: int, pretrained: bool) -> nn.Module:
+    from lightning_skd.models.cifar import CIFAR_MODELS
+
+    if name not in CIFAR_MODELS:
+        raise ValueError(f"Unknown CIFAR backbone {name!r}; available: {sorted(CIFAR_MODELS)}.")
+    if pretrained:
+        raise ValueError(f"cifar:{name} has no pretrained weights; set `pretrained=False`.")
+    return CIFAR_MODELS[name](num_classes=num_classes, in_channels=in_channels)
+
+
 BACKBONE_SOURCES: dict[str, Callable[[str, int, int, bool], nn.Module]] = {
     "timm": _timm,
     "torchvision": _torchvision,
+    "cifar": _cifar,
     "lightning_skd": _local,
 }
 
@@ -88,7 +101,8 @@ def build_backbone(
     """Build the classifier network named by ``spec`` (``"source:name"``).
 
     Args:
-        spec: ``"timm:resnet18"``, ``"torchvision:resnet50"``, ``"lightning_skd:small_cnn"``, ...
+        spec: ``"timm:resnet18"``, ``"torchvision:resnet50"``, ``"cifar:pyramidnet200_240"``,
+            ``"lightning_skd:small_cnn"``, ...
         num_classes: Output classes.
         in_channels: Image channels.
         pretrained: Download pretrained weights (timm / torchvision only; needs network access).
