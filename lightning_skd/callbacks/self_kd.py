@@ -23,7 +23,8 @@ from typing_extensions import override
 from lightning_skd.callbacks.alpha_schedules import NAMED_SCHEDULES, AlphaSchedule
 from lightning_skd.callbacks.disk_prediction_cache import DiskPredictionCache
 from lightning_skd.callbacks.prediction_cache import PredictionCache, check_index_range
-from lightning_skd.functional.soft_targets import self_kd_cross_entropy, self_kd_targets
+from lightning_skd.functional.soft_targets import self_kd_cross_entropy, self_kd_targets, soft_target_cross_entropy
+from lightning_skd.regularizers.mixing import MixInfo
 
 _CACHE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy")
@@ -166,6 +167,7 @@ class SelfKDCallback(Callback):
         self._global_rank = 0
         self._batch_teacher: _TeacherForBatch | None = None
         self._predictions: Tensor | None = None  # (B, C) student probabilities of the current batch
+        self._batch_mixed = False  # the current batch's images were mixed: its predictions are not cached
         self._loss_calls = 0
         self._teacher_correct = torch.zeros(())
         self._teacher_count = torch.zeros(())
@@ -204,8 +206,13 @@ class SelfKDCallback(Callback):
         return alpha
 
     # ---------------------------------------------------------------- the loss the module calls
-    def loss(self, logits: Tensor, target: Tensor) -> Tensor:
-        """Self-KD cross-entropy of the current training batch; called through :func:`self_kd_loss`."""
+    def loss(self, logits: Tensor, target: Tensor, mix: MixInfo | None = None) -> Tensor:
+        """Self-KD cross-entropy of the current training batch; called through :func:`self_kd_loss`.
+
+        With ``mix`` (the batch's images were mixed by CutMix / Mixup) the target of sample ``i`` is
+        ``mix.lam * s_i + (1 - mix.lam) * s_perm[i]``, ``s`` the Self-KD soft targets of the *un-mixed* samples (see
+        :meth:`soft_targets`), and the batch's predictions are not written to the cache.
+        """
         if self._batch_teacher is None:
             raise RuntimeError(
                 "SelfKDCallback.loss was called outside a training batch; call lightning_skd.self_kd_loss from "
@@ -224,20 +231,25 @@ class SelfKDCallback(Callback):
         teacher = self._batch_teacher
         probs = logits.detach().float().softmax(dim=-1)  # (B, C)
         self._predictions = probs
+        self._batch_mixed = mix is not None
         if teacher.probs.shape[-1] not in (0, logits.shape[-1]):
             raise ValueError(
                 f"The teacher predicts {teacher.probs.shape[-1]} classes but the model outputs {logits.shape[-1]}."
             )
+        if mix is not None:  # (B, C) mixed soft targets; predictions on mixed images never enter the cache
+            return soft_target_cross_entropy(logits, self.soft_targets(target, mix=mix))
         if not teacher.probs.shape[-1]:  # no teacher tensor yet (first epoch before the cache exists)
             return F.cross_entropy(logits.float(), target)
         alpha = self.alpha * teacher.valid.float()  # (B,): no teacher -> hard label (alpha 0 is plain CE)
         return self_kd_cross_entropy(logits, target, teacher.probs, alpha)
 
-    def soft_targets(self, target: Tensor) -> Tensor:
-        """The current training batch's soft targets ``(1 - a_i) onehot(y_i) + a_i P_teacher(x_i)``, shape ``(B, C)``.
+    def soft_targets(self, target: Tensor, mix: MixInfo | None = None) -> Tensor:
+        """The current training batch's soft targets ``s_i = (1 - a_i) onehot(y_i) + a_i P_teacher(x_i)``, ``(B, C)``.
 
-        ``a_i`` is ``alpha_t`` for samples with a teacher and 0 for the others. For custom losses (e.g. mixing with
-        CutMix); :meth:`loss` computes the same cross-entropy without building this matrix.
+        ``a_i`` is ``alpha_t`` for samples with a teacher and 0 for the others; ``P_teacher(x_i)`` is sample ``i``'s
+        own teacher row (its cached prediction, or the snapshot teacher on the un-mixed input). With ``mix`` the rows
+        are mixed as the images were: ``mix.lam * s_i + (1 - mix.lam) * s_perm[i]``. :meth:`loss` uses this matrix
+        for mixed batches and computes the same cross-entropy without building it otherwise.
         """
         if self._batch_teacher is None:
             raise RuntimeError("SelfKDCallback.soft_targets is only available during a training batch.")
@@ -246,8 +258,10 @@ class SelfKDCallback(Callback):
             num_classes = self._predictions.shape[-1] if self._predictions is not None else self.num_classes
             if num_classes is None:
                 raise RuntimeError("Call soft_targets after self_kd_loss (the number of classes is not known yet).")
-            return F.one_hot(target, num_classes).float()
-        return self_kd_targets(target, teacher.probs, self.alpha * teacher.valid.float())
+            targets = F.one_hot(target, num_classes).float()
+        else:
+            targets = self_kd_targets(target, teacher.probs, self.alpha * teacher.valid.float())
+        return targets if mix is None else mix.mix(targets)
 
     # ---------------------------------------------------------------- hooks, in lifecycle order
     @override
@@ -343,6 +357,7 @@ class SelfKDCallback(Callback):
                 probs = target.new_zeros((len(target), 0), dtype=torch.float32)
         self._batch_teacher = _TeacherForBatch(probs=probs, valid=valid, index=index)
         self._predictions = None
+        self._batch_mixed = False
         self._loss_calls = 0
         if probs.shape[-1]:  # accumulated on the device: no host sync per step
             agree = probs.argmax(dim=-1) == target
@@ -365,17 +380,22 @@ class SelfKDCallback(Callback):
                 f"lightning_skd.self_kd_loss was called {self._loss_calls} times in one training step; call it once."
             )
         if self.mode == "cache":
-            predictions = self._predictions
+            predictions, index = self._predictions, self._batch_teacher.index
+            if self._batch_mixed:  # predictions on mixed images are no sample's prediction: write no row
+                predictions, index = predictions[:0], index[:0]
             if self.cache is None:
                 self._create_cache(predictions.shape[-1], pl_module)
             payload = self.cache.compress(predictions)
-            index, payload = self._all_gather_rows(trainer, self._batch_teacher.index, payload)
-            self.cache.write(index, payload, trainer.current_epoch)
+            # every rank takes part in the gather, also with no rows (another rank's batch may be un-mixed)
+            index, payload = self._all_gather_rows(trainer, index, payload)
+            if len(index):
+                self.cache.write(index, payload, trainer.current_epoch)
         elif self.refresh_every_n_steps and trainer.global_step > self._last_refresh_step:
             if trainer.global_step % self.refresh_every_n_steps == 0:
                 self._refresh_teacher(pl_module, trainer.global_step)
         self._batch_teacher = None
         self._predictions = None
+        self._batch_mixed = False
         if batch_idx + 1 >= trainer.num_training_batches:
             # Epoch-end validation and the checkpoints saved after it run before on_train_epoch_end: finish the
             # epoch here so that those checkpoints hold the next epoch's teacher.
@@ -528,6 +548,8 @@ class SelfKDCallback(Callback):
         strategy = trainer.strategy
         sizes = strategy.all_gather(torch.tensor([len(index)], device=index.device)).reshape(-1)  # (W,)
         width = int(sizes.max())
+        if width == 0:  # no rank has rows (all batches mixed): nothing to gather
+            return index, payload
         keep = torch.arange(width, device=index.device)[None, :] < sizes[:, None]  # (W, width)
 
         def gather(rows: Tensor) -> Tensor:
@@ -542,7 +564,7 @@ class SelfKDCallback(Callback):
         return gather(index), {name: gather(rows) for name, rows in payload.items()}
 
 
-def self_kd_loss(module: pl.LightningModule, logits: Tensor, target: Tensor) -> Tensor:
+def self_kd_loss(module: pl.LightningModule, logits: Tensor, target: Tensor, mix: MixInfo | None = None) -> Tensor:
     """The training loss of ``module``: Self-KD cross-entropy if a :class:`SelfKDCallback` is attached.
 
     Without the callback (a baseline run) this is plain cross-entropy, so one ``training_step`` serves both.
@@ -550,7 +572,10 @@ def self_kd_loss(module: pl.LightningModule, logits: Tensor, target: Tensor) -> 
     Args:
         module: The LightningModule whose ``training_step`` calls this.
         logits: Its logits for the batch, shape ``(B, C)``.
-        target: Class indices, shape ``(B,)``.
+        target: Class indices of the un-mixed samples, shape ``(B,)``.
+        mix: How the batch's images were mixed (CutMix / Mixup, :mod:`lightning_skd.regularizers`), or ``None``.
+            The targets are then mixed with the same pairs and weight: Self-KD soft targets with the callback
+            (:meth:`SelfKDCallback.soft_targets`), one-hot labels without it.
 
     Returns:
         The scalar loss.
@@ -564,5 +589,7 @@ def self_kd_loss(module: pl.LightningModule, logits: Tensor, target: Tensor) -> 
     trainer = module._trainer
     callbacks = [] if trainer is None else [cb for cb in trainer.callbacks if isinstance(cb, SelfKDCallback)]
     if callbacks and trainer.training:
-        return callbacks[0].loss(logits, target)
+        return callbacks[0].loss(logits, target, mix=mix)
+    if mix is not None:
+        return soft_target_cross_entropy(logits, mix.mix(F.one_hot(target, logits.shape[-1]).float()))
     return F.cross_entropy(logits.float(), target)

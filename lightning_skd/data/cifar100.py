@@ -14,6 +14,7 @@ from torchvision.transforms import v2
 
 from lightning_skd.data.base import ClassificationDataModule, check_non_negative_int, stratified_split
 from lightning_skd.data.indexed import IndexedDataset
+from lightning_skd.regularizers.cutout import Cutout
 
 MEAN = (0.5071, 0.4865, 0.4409)
 STD = (0.2673, 0.2564, 0.2762)
@@ -52,6 +53,7 @@ class CIFAR100DataModule(ClassificationDataModule):
         download: Download and extract the dataset into ``data_dir`` first.
         val_size: Number of training images held out for validation (0: validate on the test set).
         verify_checksums: Check the files' MD5 sums against torchvision's (turn off for re-pickled copies).
+        cutout: Side of the Cutout hole applied to training images after normalisation (Kim et al.: 8); 0: none.
         batch_size: Training batch size (128 in the paper for ResNet/DenseNet).
         eval_batch_size: Batch size of the evaluation loaders; ``None`` uses ``batch_size``.
         num_workers: Loader worker processes.
@@ -72,6 +74,7 @@ class CIFAR100DataModule(ClassificationDataModule):
         download: bool = False,
         val_size: int = 0,
         verify_checksums: bool = True,
+        cutout: int = 0,
         batch_size: int = 128,
         eval_batch_size: int | None = None,
         num_workers: int = 4,
@@ -88,7 +91,9 @@ class CIFAR100DataModule(ClassificationDataModule):
             seed=seed,
         )
         check_non_negative_int(type(self).__name__, "val_size", val_size)
+        check_non_negative_int(type(self).__name__, "cutout", cutout)
         self.save_hyperparameters()
+        self.cutout = cutout
         self.data_dir = Path(data_dir)
         self.download = download
         self.val_size = val_size
@@ -116,17 +121,16 @@ class CIFAR100DataModule(ClassificationDataModule):
         return self._classes
 
     @staticmethod
-    def train_transform() -> v2.Compose:
-        """Build the paper's training augmentation: pad 4, random crop 32, horizontal flip, then normalise."""
-        return v2.Compose(
-            [
-                v2.ToImage(),
-                v2.RandomCrop(32, padding=4),
-                v2.RandomHorizontalFlip(),
-                v2.ToDtype(torch.float32, scale=True),
-                v2.Normalize(MEAN, STD),
-            ]
-        )
+    def train_transform(cutout: int = 0) -> v2.Compose:
+        """Build the paper's training augmentation: pad 4, random crop 32, horizontal flip, normalise, Cutout."""
+        steps = [
+            v2.ToImage(),
+            v2.RandomCrop(32, padding=4),
+            v2.RandomHorizontalFlip(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(MEAN, STD),
+        ]
+        return v2.Compose(steps + ([Cutout(cutout)] if cutout else []))
 
     @staticmethod
     def eval_transform() -> v2.Compose:
@@ -175,11 +179,13 @@ class CIFAR100DataModule(ClassificationDataModule):
         eval_transform = self.eval_transform()
         self.test_dataset = IndexedDataset(test, eval_transform)
         if self.val_size == 0:
-            self.train_dataset = IndexedDataset(train_full, self.train_transform())
+            self.train_dataset = IndexedDataset(train_full, self.train_transform(self.cutout))
             self.val_dataset = IndexedDataset(test, eval_transform)
         else:
             train_idx, val_idx = stratified_split(train_full.targets, [self.val_size], seed=self.seed)
-            self.train_dataset = IndexedDataset(Subset(train_full, train_idx.tolist()), self.train_transform())
+            self.train_dataset = IndexedDataset(
+                Subset(train_full, train_idx.tolist()), self.train_transform(self.cutout)
+            )
             self.val_dataset = IndexedDataset(Subset(train_full, val_idx.tolist()), eval_transform)
         rank_zero_info(
             f"CIFAR100DataModule: {len(self.train_dataset)} train / {len(self.val_dataset)} val "

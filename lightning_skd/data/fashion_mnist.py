@@ -15,6 +15,7 @@ from torchvision.transforms import v2
 
 from lightning_skd.data.base import ClassificationDataModule, check_non_negative_int, stratified_split
 from lightning_skd.data.indexed import IndexedDataset
+from lightning_skd.regularizers.cutout import Cutout
 
 DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"
 """Where the Debian package ``dataset-fashion-mnist`` installs the four ``*-ubyte.gz`` files."""
@@ -97,6 +98,7 @@ class FashionMNISTDataModule(ClassificationDataModule):
         download: Download the files into ``data_dir/FashionMNIST/raw`` first (in ``prepare_data``).
         val_size: Number of training images held out for validation (0: validate on the test set).
         augment: Random crop with 2-pixel padding and horizontal flip for training images.
+        cutout: Side of the Cutout hole applied to training images after normalisation; 0: none.
         batch_size: Training batch size.
         eval_batch_size: Batch size of the evaluation loaders; ``None`` uses ``batch_size``.
         num_workers: Loader worker processes.
@@ -117,6 +119,7 @@ class FashionMNISTDataModule(ClassificationDataModule):
         download: bool = False,
         val_size: int = 5000,
         augment: bool = False,
+        cutout: int = 0,
         batch_size: int = 128,
         eval_batch_size: int | None = None,
         num_workers: int = 2,
@@ -133,7 +136,9 @@ class FashionMNISTDataModule(ClassificationDataModule):
             seed=seed,
         )
         check_non_negative_int(type(self).__name__, "val_size", val_size)
+        check_non_negative_int(type(self).__name__, "cutout", cutout)
         self.save_hyperparameters()
+        self.cutout = cutout
         self.data_dir = Path(data_dir)
         self.download = download
         self.val_size = val_size
@@ -213,6 +218,8 @@ class FashionMNISTDataModule(ClassificationDataModule):
         if train and self.augment:
             steps += [v2.RandomCrop(28, padding=2), v2.RandomHorizontalFlip()]
         steps.append(v2.Normalize([MEAN], [STD]))
+        if train and self.cutout:
+            steps.append(Cutout(self.cutout))
         return v2.Compose(steps)
 
     def setup(self, stage: str | None = None) -> None:

@@ -15,6 +15,7 @@ from torch import Tensor
 from lightning_skd.callbacks.self_kd import SelfKDCallback, self_kd_loss
 from lightning_skd.metrics import CalibrationMetrics
 from lightning_skd.models.backbones import build_backbone
+from lightning_skd.regularizers.mixing import BatchMix
 
 
 class ImageClassifier(pl.LightningModule):
@@ -37,6 +38,9 @@ class ImageClassifier(pl.LightningModule):
         cifar_stem: 3×3 stride-1 stem without max-pool for 32×32 inputs (ResNet-style backbones).
         pretrained: Download pretrained backbone weights (needs network access).
         label_smoothing: Smoothing of the hard targets (the paper uses 0.1 for its LS baseline).
+        batch_mix: A batch mixer (:class:`~lightning_skd.regularizers.CutMix` or
+            :class:`~lightning_skd.regularizers.MixUp`, from YAML by ``class_path``) applied to the training images;
+            the targets (hard, label-smoothed or Self-KD) of a mixed batch are mixed with the same pairs and weight.
         optimizer: Optimizer factory, from YAML as ``class_path``/``init_args``; default SGD(lr=0.1, momentum=0.9,
             weight_decay=5e-4, nesterov=False), the paper's CIFAR-100 setting.
         lr_scheduler: LR scheduler factory (e.g. ``MultiStepLR`` with milestones [150, 225]); stepped every epoch.
@@ -53,6 +57,7 @@ class ImageClassifier(pl.LightningModule):
         cifar_stem: bool = False,
         pretrained: bool = False,
         label_smoothing: float = 0.0,
+        batch_mix: BatchMix | None = None,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
         n_bins: int = 15,
@@ -65,7 +70,12 @@ class ImageClassifier(pl.LightningModule):
             raise ValueError(f"`in_channels` must be a positive integer, got {in_channels!r}.")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"`label_smoothing` must be in [0, 1), got {label_smoothing!r}.")
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        if batch_mix is not None and not isinstance(batch_mix, BatchMix):
+            raise ValueError(
+                f"`batch_mix` must be a lightning_skd.regularizers.BatchMix (CutMix, MixUp) or None, got {batch_mix!r}."
+            )
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "batch_mix"])
+        self.batch_mix = batch_mix
         self.net = build_backbone(backbone, num_classes, in_channels, pretrained=pretrained, cifar_stem=cifar_stem)
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
@@ -88,13 +98,19 @@ class ImageClassifier(pl.LightningModule):
                 )
 
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
-        """Self-KD / cross-entropy / label-smoothing loss of a batch."""
+        """Self-KD / cross-entropy / label-smoothing loss of a batch, after CutMix / Mixup if configured."""
         images, target, _ = batch
+        mix = None
+        if self.batch_mix is not None:
+            images, mix = self.batch_mix(images)  # mix: None when this batch is left un-mixed
         logits = self(images)
         if self.label_smoothing > 0:
             loss = F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
+            if mix is not None:  # same pairs as the images: lam * LS-CE(y_i) + (1 - lam) * LS-CE(y_perm[i])
+                partner = F.cross_entropy(logits, target[mix.perm], label_smoothing=self.label_smoothing)
+                loss = mix.lam * loss + (1.0 - mix.lam) * partner
         else:
-            loss = self_kd_loss(self, logits, target)
+            loss = self_kd_loss(self, logits, target, mix=mix)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(target))
         top1_err = (logits.argmax(dim=-1) != target).float().mean()
         self.log("train/top1_err", top1_err, on_step=False, on_epoch=True, batch_size=len(target))
