@@ -10,6 +10,7 @@ classes of this package need no registry and no ``if/elif`` chain.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 from pytorch_lightning import LightningDataModule, LightningModule
@@ -33,8 +34,14 @@ class SelfKDCLI(LightningCLI):
 
 
 def main(args: Sequence[str] | None = None) -> None:
-    """Entry point of the ``lightning-skd`` console script."""
-    SelfKDCLI(args=list(args) if args is not None else None)
+    """Entry point of the ``lightning-skd`` console script; ``lightning-skd compare ...`` runs :mod:`.compare`."""
+    argv = list(args) if args is not None else sys.argv[1:]
+    if argv[:1] == ["compare"]:
+        from lightning_skd.compare import main as compare_main
+
+        compare_main(argv[1:])
+        return
+    SelfKDCLI(args=argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,119 @@
+"""``lightning-skd compare``: table rows, columns, paired differences on digits; a resume redoes only missing runs."""
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from scipy import stats
+
+from lightning_skd.cli import main as cli_main
+from lightning_skd.compare import METRICS, Sweep, paired_difference
+
+REPO = Path(__file__).parents[1]
+FAST = [
+    "--trainer.max_epochs=1",
+    "--trainer.limit_train_batches=3",
+    "--trainer.limit_val_batches=0",
+    "--trainer.logger=false",
+    "--trainer.enable_checkpointing=false",
+    "--model.init_args.log_figures=false",
+]
+
+
+def write_sweep(tmp_path: Path) -> Path:
+    sweep = {
+        "output_dir": str(tmp_path / "out"),
+        "seeds": [0, 1],
+        "baseline": "Baseline",
+        "args": FAST,
+        "methods": [
+            {"name": "Baseline", "config": str(REPO / "configs/digits/baseline.yaml")},
+            {"name": "+ Label smoothing", "config": str(REPO / "configs/digits/label_smoothing.yaml")},
+        ],
+    }
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    return path
+
+
+def read_runs(out: Path) -> dict[tuple[str, int], dict[str, float]]:
+    with open(out / "runs.csv") as f:
+        return {(row["method"], int(row["seed"])): row for row in csv.DictReader(f)}
+
+
+def test_compare_writes_table_with_paired_differences_and_resumes_only_missing_runs(tmp_path, capsys):
+    sweep_file = write_sweep(tmp_path)
+    out = tmp_path / "out"
+    cli_main(["compare", str(sweep_file)])
+    printed = capsys.readouterr().out
+    assert "Model summary" not in printed and "| Name" not in printed  # per-run noise stays in run.log
+    assert "4 runs (2 methods × 2 seeds), 0 already finished" in printed
+
+    runs = read_runs(out)
+    assert sorted(runs) == [("+ Label smoothing", 0), ("+ Label smoothing", 1), ("Baseline", 0), ("Baseline", 1)]
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["method"], r["metric"]) for r in rows] == [
+        (method, key) for method in ("Baseline", "+ Label smoothing") for key, _, _ in METRICS
+    ]
+    for row in rows:
+        values = [float(runs[(row["method"], seed)][row["metric"]]) for seed in (0, 1)]
+        assert float(row["mean"]) == pytest.approx(np.mean(values))
+        assert float(row["std"]) == pytest.approx(np.std(values, ddof=1))
+        if row["method"] == "Baseline":
+            assert row["diff_to_baseline"] == ""
+            continue
+        # reference: the paired t-interval from the per-run numbers, written out here
+        diffs = np.array(values) - np.array([float(runs[("Baseline", seed)][row["metric"]]) for seed in (0, 1)])
+        half = stats.t.ppf(0.975, df=1) * diffs.std(ddof=1) / math.sqrt(2)  # t_{0.975, 1} = 12.706
+        assert float(row["diff_to_baseline"]) == pytest.approx(diffs.mean())
+        assert float(row["diff_ci95_low"]) == pytest.approx(diffs.mean() - half)
+        assert float(row["diff_ci95_high"]) == pytest.approx(diffs.mean() + half)
+    markdown = (out / "results.md").read_text()
+    header = "| method | " + " | ".join(title for _, title, _ in METRICS) + " |"
+    assert header in markdown
+    assert markdown.count("| Baseline |") == 1 and markdown.count("| + Label smoothing |") == 2  # mean row + Δ row
+    assert (out / "figures.png").stat().st_size > 10_000
+
+    # resume: delete one run's result, rerun: only that run is redone
+    finished = {path: path.stat().st_mtime_ns for path in out.glob("runs/*/seed*/result.json")}
+    assert len(finished) == 4
+    removed = out / "runs" / "label_smoothing" / "seed1" / "result.json"
+    removed.unlink()
+    cli_main(["compare", str(sweep_file)])
+    assert "4 runs (2 methods × 2 seeds), 3 already finished" in capsys.readouterr().out
+    for path, mtime in finished.items():
+        if path != removed:
+            assert path.stat().st_mtime_ns == mtime
+    assert json.loads(removed.read_text())["seed"] == 1
+    assert read_runs(out)[("+ Label smoothing", 1)]["test/nll"] == runs[("+ Label smoothing", 1)]["test/nll"]
+
+
+def test_paired_difference_matches_t_interval():
+    values, base = [0.30, 0.25, 0.28, 0.22], [0.35, 0.31, 0.30, 0.29]
+    mean, low, high = paired_difference(values, base)
+    diffs = np.subtract(values, base)
+    low_ref, high_ref = stats.t.interval(0.95, df=3, loc=diffs.mean(), scale=stats.sem(diffs))
+    assert (mean, low, high) == pytest.approx((diffs.mean(), low_ref, high_ref))
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ({"methods": []}, "non-empty list `methods`"),
+        ({"methods": [{"name": "a", "config": "configs/digits/baseline.yaml"}], "baseline": "b"}, "`baseline`"),
+        ({"methods": [{"name": "a", "config": "configs/digits/baseline.yaml"}], "seeds": []}, "`seeds`"),
+        ({"methods": [{"name": "a", "config": "missing.yaml"}]}, "does not exist"),
+    ],
+)
+def test_sweep_file_errors_name_the_field(spec, match, tmp_path):
+    for entry in spec["methods"]:
+        entry["config"] = str(REPO / entry["config"])
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        Sweep.from_file(path)
