@@ -156,9 +156,19 @@ def _quiet(log_path: Path) -> Iterator[None]:
 
 
 def run_once(
-    method: Method, seed: int, run_dir: Path, args: list[str], progress: Progress | None = None, task: int = 0
+    method: Method,
+    seed: int,
+    run_dir: Path,
+    args: list[str],
+    progress: Progress | None = None,
+    task: int = 0,
+    save_predictions: bool = True,
 ) -> dict[str, Any]:
-    """Fit and test one config with one seed in ``run_dir``; return its record (also saved as ``result.json``)."""
+    """Fit and test one config with one seed in ``run_dir``; return its record (also saved as ``result.json``).
+
+    With ``save_predictions`` the test-set probabilities are also predicted and saved (``test_predictions.pt``, for
+    the figures).
+    """
     from lightning_skd.cli import SelfKDCLI
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -170,10 +180,11 @@ def run_once(
             cli.trainer.callbacks.append(_SweepProgress(progress, task, f"{method.name}, seed {seed}:"))
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
         metrics = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]
-        outputs = cli.trainer.predict(cli.model, dataloaders=cli.datamodule.test_dataloader())
-    probs = torch.cat([o["probs"] for o in outputs]).float()  # (N, C)
-    target = torch.cat([o["target"] for o in outputs])  # (N,)
-    torch.save({"probs": probs, "target": target}, run_dir / "test_predictions.pt")
+        if save_predictions:
+            outputs = cli.trainer.predict(cli.model, dataloaders=cli.datamodule.test_dataloader())
+            probs = torch.cat([o["probs"] for o in outputs]).float()  # (N, C)
+            target = torch.cat([o["target"] for o in outputs])  # (N,)
+            torch.save({"probs": probs, "target": target}, run_dir / "test_predictions.pt")
     record = {
         "method": method.name,
         "seed": seed,
@@ -215,7 +226,8 @@ def run_sweep(sweep: Sweep, console: Console | None = None) -> dict[str, list[di
         for position, (method, seed, run_dir) in enumerate(todo, start=1):
             progress.update(overall, description=f"run {position}/{len(todo)}: {method.name}, seed {seed}")
             progress.reset(epochs, total=None, description=f"{method.name}, seed {seed}:")
-            record = run_once(method, seed, run_dir, sweep.args, progress, epochs)
+            first = seed == sweep.seeds[0]  # figures show the first seed
+            record = run_once(method, seed, run_dir, sweep.args, progress, epochs, save_predictions=first)
             records[(method.name, seed)] = record
             progress.advance(overall)
     return {m.name: [records[(m.name, s)] for s in sweep.seeds] for m in sweep.methods}
@@ -364,7 +376,10 @@ def write_figures(path: Path, sweep: Sweep) -> None:
     seed = sweep.seeds[0]
     panels = []
     for method in sweep.methods:
-        saved = torch.load(sweep.output_dir / "runs" / method.slug / f"seed{seed}" / "test_predictions.pt")
+        predictions = sweep.output_dir / "runs" / method.slug / f"seed{seed}" / "test_predictions.pt"
+        if not predictions.is_file():  # that run finished in an earlier sweep where it was not the first seed
+            continue
+        saved = torch.load(predictions)
         title = f"{method.name} (seed {seed})"
         panels.append(
             (
@@ -372,6 +387,8 @@ def write_figures(path: Path, sweep: Sweep) -> None:
                 render(risk_coverage_curve(saved["probs"], saved["target"], title=title)),
             )
         )
+    if not panels:
+        return
     grid = Figure(figsize=(5 * len(panels), 10), layout="constrained")
     axes = grid.subplots(2, len(panels), squeeze=False, height_ratios=(6, 4))
     for column, images in enumerate(panels):
@@ -418,7 +435,14 @@ def parse_args(argv: Sequence[str]) -> Sweep:
     parser.add_argument("--seeds", type=int, nargs="+", help="override the sweep's seeds")
     parser.add_argument("--output-dir", type=Path, help="override the sweep's output_dir")
     parser.add_argument("--max-epochs", type=int, help="override every config's trainer.max_epochs")
+    parser.add_argument(
+        "--threads", type=int, help="torch CPU threads (1 is fastest for small models and on a busy machine)"
+    )
     options, extra = parser.parse_known_args(list(argv))
+    if options.threads is not None:
+        if options.threads < 1:
+            raise ValueError(f"lightning-skd compare: `--threads` must be >= 1, got {options.threads}.")
+        torch.set_num_threads(options.threads)
     sweep = Sweep.from_file(options.sweep)
     if options.seeds:
         sweep.seeds = options.seeds

@@ -29,6 +29,9 @@ PUBLISHED = [
         "preact_resnet18",
         11_687_848 - 7 * 7 * 3 * 64 - 64 * 2 - 512 * 2 - (512 * 1000 + 1000) + 3 * 3 * 3 * 64 + 512 * 100 + 100,
     ),
+    # He et al. 2016 (ResNet), Sec. 4.2 / Table 6: ResNet-20 has 0.27M parameters (10 classes; pytorchcv: 272,474),
+    # plus 64 × 90 + 90 for the 100-class head.
+    ("resnet20", 272_474 + 64 * 90 + 90),
     # Huang et al. 2017 (DenseNet), Table 2: DenseNet-BC L=100, k=12 has 0.8M parameters (pytorchcv: 800,032).
     ("densenet_bc_100_12", 800_000),
     # Xie et al. 2017 (ResNeXt), Table 7: ResNeXt-29, 8×64d has 34.4M parameters.

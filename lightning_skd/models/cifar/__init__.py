@@ -14,11 +14,12 @@ from torch import nn
 from lightning_skd.models.cifar.densenet import densenet_bc_100_12
 from lightning_skd.models.cifar.preact_resnet import PreActResNet, preact_resnet18
 from lightning_skd.models.cifar.pyramidnet import pyramidnet200_240, pyramidnet200_240_shakedrop
-from lightning_skd.models.cifar.resnet import resnet50, resnet101
+from lightning_skd.models.cifar.resnet import resnet20, resnet50, resnet101
 from lightning_skd.models.cifar.resnext import resnext29_8x64d
 
 CIFAR_MODELS: dict[str, Callable[..., nn.Module]] = {
     "preact_resnet18": preact_resnet18,
+    "resnet20": resnet20,
     "resnet50": resnet50,
     "resnet101": resnet101,
     "densenet_bc_100_12": densenet_bc_100_12,
@@ -34,6 +35,7 @@ __all__ = [
     "preact_resnet18",
     "pyramidnet200_240",
     "pyramidnet200_240_shakedrop",
+    "resnet20",
     "resnet50",
     "resnet101",
     "resnext29_8x64d",

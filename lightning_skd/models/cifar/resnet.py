@@ -1,6 +1,6 @@
-"""CIFAR ResNet-50 / ResNet-101 (bottleneck): torchvision's ResNets with a 3×3 stride-1 stem and no max-pool.
+"""CIFAR ResNets: ResNet-50 / ResNet-101 (bottleneck; torchvision with a 3×3 stride-1 stem, no max-pool), ResNet-20.
 
-This is the CIFAR variant used by the PS-KD and CutMix code bases (stages of 64-128-256-512 bottleneck widths,
+ResNet-50/101 are the CIFAR variant used by the PS-KD and CutMix code bases (stages of 64-128-256-512 bottleneck widths,
 [3, 4, 6, 3] / [3, 4, 23, 3] blocks, global average pooling, one linear layer).
 """
 
@@ -25,3 +25,22 @@ def resnet50(num_classes: int = 100, in_channels: int = 3) -> nn.Module:
 def resnet101(num_classes: int = 100, in_channels: int = 3) -> nn.Module:
     """CIFAR ResNet-101 (same stem as :func:`resnet50`)."""
     return _cifar_resnet("resnet101", num_classes, in_channels)
+
+
+def resnet20(num_classes: int = 100, in_channels: int = 3) -> nn.Module:
+    """CIFAR ResNet-20 (He et al. 2016, Sec. 4.2: 16-32-64 channels, 3 × 3 basic blocks; about 0.27M parameters).
+
+    ``pytorchcv``'s network with its fixed 8×8 average pooling replaced by global average pooling (identical at
+    32×32), so it also runs on 28×28 images (Fashion-MNIST).
+
+    Example:
+        >>> import torch
+        >>> resnet20(num_classes=10, in_channels=1)(torch.zeros(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
+
+    """
+    from pytorchcv.models.resnet_cifar import get_resnet_cifar
+
+    model = get_resnet_cifar(num_classes, blocks=20, bottleneck=False, in_channels=in_channels)
+    model.features.final_pool = nn.AdaptiveAvgPool2d(1)
+    return model
