@@ -300,7 +300,7 @@ def machine_description() -> str:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    return f"{cpu}, {os.cpu_count()} CPUs visible, torch {torch.__version__} with {torch.get_num_threads()} threads"
+    return f"{cpu}, {os.cpu_count()} CPUs visible, torch {torch.__version__}, torch threads: {torch.get_num_threads()}"
 
 
 def _fmt(value: float, scale: float) -> str:

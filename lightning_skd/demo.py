@@ -31,7 +31,7 @@ def verdict(table: dict[str, dict[str, Summary]], method: str = SELF_KD) -> list
             f"{s.diff * scale:+.3f}{unit} (95 % interval [{s.diff_low * scale:+.3f}, {s.diff_high * scale:+.3f}])"
         )
         if s.diff_high < 0:
-            lines.append(f"{method} lowers {name} by {interval}: the interval excludes 0, beyond seed-to-seed noise.")
+            lines.append(f"{method} lowers {name}: {interval}; the interval excludes 0, beyond seed-to-seed noise.")
         elif s.diff_low > 0:
             lines.append(f"{method} RAISES {name}: {interval}; the interval excludes 0.")
         else:
