@@ -220,6 +220,8 @@ def run_sweep(sweep: Sweep, console: Console | None = None) -> dict[str, list[di
         f"{len(jobs) - len(todo)} already finished in {sweep.output_dir}"
     )
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    if not todo:
+        return {m.name: [records[(m.name, s)] for s in sweep.seeds] for m in sweep.methods}
     with Progress(*columns, console=console, transient=False) as progress:
         overall = progress.add_task("runs", total=len(todo))
         epochs = progress.add_task("", total=None)
