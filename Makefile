@@ -22,8 +22,10 @@ $(NOTEBOOK_STAMP): $(STAMP)
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (lightning_skd .venv)"
 	touch $(NOTEBOOK_STAMP)
 
+# Extra JupyterLab options, e.g. `make notebook NOTEBOOK_ARGS="--no-browser --ip=0.0.0.0"` on a remote machine.
+NOTEBOOK_ARGS ?=
 notebook: $(NOTEBOOK_STAMP)
-	cd notebooks && $(CURDIR)/$(BIN)/jupyter lab
+	cd notebooks && $(CURDIR)/$(BIN)/jupyter lab $(NOTEBOOK_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/python -m lightning_skd.demo
