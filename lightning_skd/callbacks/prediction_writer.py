@@ -49,9 +49,7 @@ class PredictionWriter(BasePredictionWriter):
         path = folder / self.filename
         rows = _concatenate(predictions)
         part = path.with_name(f"{self.filename}.rank{trainer.global_rank}")
-        if trainer.is_global_zero:
-            folder.mkdir(parents=True, exist_ok=True)
-        trainer.strategy.barrier("PredictionWriter.mkdir")
+        folder.mkdir(parents=True, exist_ok=True)
         torch.save(rows, part)
         trainer.strategy.barrier("PredictionWriter.parts")
         if trainer.is_global_zero:
