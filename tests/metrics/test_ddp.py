@@ -1,5 +1,6 @@
 """Two CPU processes (gloo over loopback), each with part of the data, must give the single-process results."""
 
+import faulthandler
 import socket
 
 import pytest
@@ -18,6 +19,7 @@ from lightning_skd.metrics import (
 from tests.reference_metrics import random_probs
 
 NUM_CLASSES = 10
+HANG_TIMEOUT_S = 120
 # Uneven splits of the 1000 samples: (rank 0, rank 1); the last leaves rank 1 without any data.
 SPLITS = [(500, 500), (731, 269), (1000, 0)]
 
@@ -56,6 +58,8 @@ def _data():
 
 
 def _worker(rank, world_size, port, out_path):
+    # A hang fails fast: each process prints the stack of every thread and exits, and join() then raises.
+    faulthandler.dump_traceback_later(HANG_TIMEOUT_S, exit=True)
     torch.set_num_threads(1)  # forked child: stay out of the parent's OpenMP pool (as DataLoader workers do)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
     try:
