@@ -109,5 +109,16 @@ def test_sweep_files_cover_every_table_row():
 
 def test_digits_sweep_parses():
     sweep = Sweep.from_file(CONFIGS / "sweeps" / "digits.yaml")
-    assert [m.config.name for m in sweep.methods] == ["baseline.yaml", "label_smoothing.yaml", "selfkd.yaml"]
+    assert [m.config.relative_to(CONFIGS.resolve()).as_posix() for m in sweep.methods] == [
+        "digits/demo/baseline.yaml",
+        "digits/demo/label_smoothing.yaml",
+        "digits/demo/selfkd.yaml",
+    ]
     assert len(sweep.seeds) >= 5
+
+
+@pytest.mark.parametrize("name", ["baseline", "label_smoothing", "selfkd"])
+def test_digits_demo_config_parses(name):
+    config = parse(CONFIGS / "digits" / "demo" / f"{name}.yaml")
+    assert config.trainer.max_epochs == 150
+    assert config.model.init_args.optimizer.init_args.weight_decay == 0.0
