@@ -10,6 +10,8 @@ classes of this package need no registry and no ``if/elif`` chain.
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import Sequence
 
 from pytorch_lightning import LightningDataModule, LightningModule
@@ -32,8 +34,20 @@ class SelfKDCLI(LightningCLI):
         )
 
 
+#: Subcommands that are not LightningCLI's: name -> "module:function" taking the remaining arguments.
+EXTRA_COMMANDS = {
+    "export-backbone": "lightning_skd.models.backbone_export:main",
+    "detection-table": "lightning_skd.models.detection_table:main",
+}
+
+
 def main(args: Sequence[str] | None = None) -> None:
-    """Entry point of the ``lightning-skd`` console script."""
+    """Entry point of the ``lightning-skd`` console script (``EXTRA_COMMANDS`` first, then LightningCLI)."""
+    argv = list(args) if args is not None else sys.argv[1:]
+    if argv and argv[0] in EXTRA_COMMANDS:
+        module, _, function = EXTRA_COMMANDS[argv[0]].partition(":")
+        getattr(importlib.import_module(module), function)(argv[1:])
+        return
     SelfKDCLI(args=list(args) if args is not None else None)
 
 

@@ -7,6 +7,7 @@ from lightning_skd.metrics.expected_calibration_error import ExpectedCalibration
 from lightning_skd.metrics.negative_log_likelihood import NegativeLogLikelihood
 from lightning_skd.metrics.plots import reliability_diagram, risk_coverage_curve
 from lightning_skd.metrics.top_k_error import TopKError
+from lightning_skd.metrics.voc07_map import VOC07MeanAveragePrecision
 
 __all__ = [
     "AURC",
@@ -15,6 +16,7 @@ __all__ = [
     "ExpectedCalibrationError",
     "NegativeLogLikelihood",
     "TopKError",
+    "VOC07MeanAveragePrecision",
     "reliability_diagram",
     "risk_coverage_curve",
 ]
