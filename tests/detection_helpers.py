@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from lightning_skd import SelfKDCallback
 from lightning_skd.data import IndexedDataset, write_synthetic_voc
 from lightning_skd.models import ImageClassifier, export_backbone
 
@@ -48,18 +49,21 @@ SMALL_DETECTOR_KWARGS = {
 }
 
 
-def classifier_checkpoint(path: Path, backbone: str = TINY_BACKBONE, label_smoothing: float = 0.0) -> Path:
+def classifier_checkpoint(
+    path: Path, backbone: str = TINY_BACKBONE, label_smoothing: float = 0.0, self_kd: bool = False
+) -> Path:
     """A real ImageClassifier Lightning checkpoint after one training step on random 32x32 images."""
     torch.manual_seed(0)
     model = ImageClassifier(backbone=backbone, num_classes=4, label_smoothing=label_smoothing, log_figures=False)
     data = IndexedDataset(TensorDataset(torch.randn(4, 3, 32, 32), torch.arange(4)))
     trainer = pl.Trainer(
-        max_steps=1,
+        max_epochs=1,
         accelerator="cpu",
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        callbacks=[SelfKDCallback(alpha_T=0.8)] if self_kd else None,
     )
     trainer.fit(model, DataLoader(data, batch_size=4))
     trainer.save_checkpoint(path)
