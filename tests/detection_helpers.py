@@ -19,10 +19,6 @@ SMALL_DETECTOR_ARGS = [
     "--model.init_args.min_size=96",
     "--model.init_args.max_size=128",
     f"--model.init_args.class_names=[{','.join(CLASSES)}]",
-    "--model.init_args.fpn=true",
-    "--model.init_args.anchor_sizes=[16,32,64,128,256]",
-    "--model.init_args.fpn_channels=64",
-    "--model.init_args.representation_size=128",
     "--model.init_args.rcnn_options={rpn_batch_size_per_image: 64, box_batch_size_per_image: 64, "
     "rpn_pre_nms_top_n_train: 300, rpn_post_nms_top_n_train: 100, rpn_pre_nms_top_n_test: 300, "
     "rpn_post_nms_top_n_test: 100}",
@@ -30,6 +26,14 @@ SMALL_DETECTOR_ARGS = [
     "--data.init_args.train_sets=[2007/trainval]",
     "--data.init_args.test_sets=[2007/test]",
     "--data.init_args.num_workers=0",
+]
+# The configs' C4 layout with anchors for small objects; and a small FPN variant.
+C4_ARGS = ["--model.init_args.anchor_sizes=[16,32,64]"]
+FPN_ARGS = [
+    "--model.init_args.fpn=true",
+    "--model.init_args.anchor_sizes=[16,32,64,128,256]",
+    "--model.init_args.fpn_channels=64",
+    "--model.init_args.representation_size=128",
 ]
 SMALL_DETECTOR_KWARGS = {
     "class_names": CLASSES,
