@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint install clean
+.PHONY: demo test bench lint install notebook clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,6 +13,19 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# JupyterLab (the [notebook] extra) only for `make notebook`; the `python3` kernelspec is written into .venv, where
+# Jupyter looks first when it runs from a virtual environment, so the notebooks run on this environment's Python.
+NOTEBOOK_STAMP := $(VENV)/.installed-notebook
+$(NOTEBOOK_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,notebook]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (lightning_skd .venv)"
+	touch $(NOTEBOOK_STAMP)
+
+# Extra JupyterLab options, e.g. `make notebook NOTEBOOK_ARGS="--no-browser --ip=0.0.0.0"` on a remote machine.
+NOTEBOOK_ARGS ?=
+notebook: $(NOTEBOOK_STAMP)
+	cd notebooks && $(CURDIR)/$(BIN)/jupyter lab $(NOTEBOOK_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/python -m lightning_skd.demo
@@ -28,4 +41,4 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check lightning_skd tests benchmarks
 
 clean:
-	rm -rf $(VENV) lightning_logs outputs
+	rm -rf $(VENV) lightning_logs outputs notebooks/lightning_logs

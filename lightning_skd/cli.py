@@ -15,11 +15,18 @@ import sys
 from collections.abc import Sequence
 
 from pytorch_lightning import LightningDataModule, LightningModule
+from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.cli import ArgsType, LightningCLI
+
+from lightning_skd.callbacks.prediction_writer import PredictionWriter
 
 
 class SelfKDCLI(LightningCLI):
-    """``LightningCLI`` with subclass mode for both model and data, and config saving that never refuses a rerun."""
+    """``LightningCLI`` with subclass mode for both model and data, and config saving that never refuses a rerun.
+
+    ``predict`` writes the predictions of all processes to one file (:class:`~lightning_skd.callbacks.PredictionWriter`,
+    ``<log_dir>/predictions.pt``) unless the config names a prediction writer of its own.
+    """
 
     def __init__(self, args: ArgsType = None, run: bool = True, **kwargs) -> None:
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
@@ -32,6 +39,11 @@ class SelfKDCLI(LightningCLI):
             run=run,
             **kwargs,
         )
+
+    def before_predict(self) -> None:
+        """Add a :class:`~lightning_skd.callbacks.PredictionWriter` unless the trainer has a prediction writer."""
+        if not any(isinstance(callback, BasePredictionWriter) for callback in self.trainer.callbacks):
+            self.trainer.callbacks.append(PredictionWriter())
 
 
 #: Subcommands that are not LightningCLI's: name -> "module:function" taking the remaining arguments.

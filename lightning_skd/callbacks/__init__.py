@@ -1,8 +1,9 @@
-"""Lightning callbacks: Self-KD (PS-KD) and its alpha schedules."""
+"""Lightning callbacks: Self-KD (PS-KD), its alpha schedules, SKD's alpha scheduler and the prediction writer."""
 
 from lightning_skd.callbacks.alpha_schedules import AlphaSchedule, ConstantAlpha, LinearAlpha, StepAlpha
 from lightning_skd.callbacks.disk_prediction_cache import DiskPredictionCache
 from lightning_skd.callbacks.prediction_cache import PredictionCache
+from lightning_skd.callbacks.prediction_writer import PredictionWriter
 from lightning_skd.callbacks.self_kd import SelfKDBatch, SelfKDCallback, self_kd_loss
 from lightning_skd.callbacks.skd_alpha_scheduler import SKDAlphaScheduler
 
@@ -12,6 +13,7 @@ __all__ = [
     "DiskPredictionCache",
     "LinearAlpha",
     "PredictionCache",
+    "PredictionWriter",
     "SelfKDBatch",
     "SelfKDCallback",
     "SKDAlphaScheduler",

@@ -386,10 +386,12 @@ class SelfKDCallback(Callback):
         """Log alpha and teacher statistics; snapshot mode: the end-of-epoch weights become the next teacher."""
         stats = torch.stack([self._teacher_correct, self._teacher_count, self._seen]).float()
         correct, count, seen = trainer.strategy.reduce(stats, reduce_op="sum").tolist()
-        pl_module.log("skd/alpha", self.alpha, on_step=False, on_epoch=True)
-        pl_module.log("skd/teacher_coverage", count / max(seen, 1.0), on_step=False, on_epoch=True)
+        # Already global (summed over processes above), identical on every rank: sync_dist=True says so to Lightning,
+        # and its mean of identical values leaves them unchanged.
+        pl_module.log("skd/alpha", self.alpha, on_step=False, on_epoch=True, sync_dist=True)
+        pl_module.log("skd/teacher_coverage", count / max(seen, 1.0), on_step=False, on_epoch=True, sync_dist=True)
         if count > 0:
-            pl_module.log("skd/teacher_acc", correct / count, on_step=False, on_epoch=True)
+            pl_module.log("skd/teacher_acc", correct / count, on_step=False, on_epoch=True, sync_dist=True)
         self._finish_epoch(trainer, pl_module)
 
     # ---------------------------------------------------------------- checkpointing
@@ -445,7 +447,15 @@ class SelfKDCallback(Callback):
         self._finished_epoch = -1
 
     def _make_teacher(self, pl_module: pl.LightningModule) -> pl.LightningModule:
-        teacher = copy.deepcopy(pl_module)  # LightningModule.__getstate__ drops the trainer reference
+        # LightningModule.__getstate__ drops the trainer reference. Plain callables held by the module (optimizer /
+        # scheduler factories from LightningCLI) are shared, not copied: the teacher only runs forward passes, and
+        # under DDP such factories can reach objects that cannot be copied (thread locks).
+        shared = {
+            id(value): value
+            for value in vars(pl_module).values()
+            if callable(value) and not isinstance(value, (torch.nn.Module, type))
+        }
+        teacher = copy.deepcopy(pl_module, memo=shared)
         teacher.requires_grad_(False)
         return teacher.eval()
 

@@ -10,6 +10,8 @@ from pytorch_lightning.utilities import rank_zero_warn
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset
 
+from lightning_skd.data.samplers import evaluation_sampler
+
 
 def check_positive_int(owner: str, name: str, value: object) -> None:
     """Raise a ``ValueError`` naming ``name`` unless ``value`` is an ``int`` greater than zero."""
@@ -77,7 +79,9 @@ class ClassificationDataModule(LightningDataModule):
     ``targets`` an ``int64`` tensor ``(B,)`` and ``indices`` an ``int64`` tensor ``(B,)`` holding each sample's
     position in that split's dataset (see :class:`~lightning_skd.data.indexed.IndexedDataset`). The training loader
     shuffles and keeps the last partial batch (``drop_last=False``) so every training sample is seen every epoch;
-    the other loaders keep the dataset order. Under DDP Lightning swaps in its own ``DistributedSampler``.
+    the other loaders keep the dataset order. Under DDP Lightning gives the training loader its own
+    ``DistributedSampler``; the evaluation loaders get an unrepeated one, so each sample is evaluated exactly once
+    (see :mod:`lightning_skd.data.samplers`).
 
     Subclasses set ``train_dataset``, ``val_dataset``, ``test_dataset`` (and optionally ``predict_dataset``, which
     defaults to the test set) in :meth:`setup`, and provide the :attr:`num_classes`, :attr:`in_channels` and
@@ -152,7 +156,7 @@ class ClassificationDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled loader over the training split, keeping the last partial batch."""
-        return self._loader(self._require(self.train_dataset, "train", "fit"), self.batch_size, shuffle=True)
+        return self._loader(self._require(self.train_dataset, "train", "fit"), self.batch_size, train=True)
 
     def val_dataloader(self) -> DataLoader:
         """Loader over the validation split, in dataset order."""
@@ -172,11 +176,13 @@ class ClassificationDataModule(LightningDataModule):
             raise RuntimeError(f"{type(self).__name__}: the {split} split is not set up; call setup({stage!r}) first")
         return dataset
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool = False) -> DataLoader:
+    def _loader(self, dataset: Dataset, batch_size: int, train: bool = False) -> DataLoader:
+        sampler = None if train else evaluation_sampler(self.trainer, dataset, type(self).__name__)
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            shuffle=train,
+            sampler=sampler,
             drop_last=False,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

@@ -13,6 +13,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
+from lightning_skd.data.samplers import evaluation_sampler
 from lightning_skd.data.vocabulary import Vocabulary
 
 __all__ = ["IGNORE_INDEX", "LMBatch", "SentenceDataset", "TextLMDataModule", "collate_sentences", "read_sentences"]
@@ -42,12 +43,15 @@ class LMBatch(NamedTuple):
             left-to-right model never lets it reach a real position).
         targets: ``(B, T)`` int64 next-token indices; padding holds :data:`IGNORE_INDEX` (``-100``).
         lengths: ``(B,)`` int64 number of real positions of each sentence.
+        index: ``(B,)`` int64 position of each sentence in its split's file (empty lines skipped), so predictions
+            gathered from several processes can be put back in order; ``None`` from :func:`collate_sentences`.
 
     """
 
     inputs: Tensor
     targets: Tensor
     lengths: Tensor
+    index: Tensor | None = None
 
 
 def read_sentences(path: str | Path) -> list[list[str]]:
@@ -117,8 +121,22 @@ class _Collate:
     def __init__(self, pad_id: int) -> None:
         self.pad_id = pad_id
 
-    def __call__(self, sequences: Sequence[Tensor]) -> LMBatch:
-        return collate_sentences(sequences, self.pad_id)
+    def __call__(self, items: Sequence[tuple[Tensor, int]]) -> LMBatch:
+        sequences, index = zip(*items, strict=True)
+        return collate_sentences(sequences, self.pad_id)._replace(index=torch.tensor(index, dtype=torch.long))
+
+
+class _WithIndex(Dataset):
+    """Items ``(sentence, index)`` of a :class:`SentenceDataset`."""
+
+    def __init__(self, dataset: SentenceDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        return self.dataset[index], index
 
 
 class TextLMDataModule(LightningDataModule):
@@ -266,10 +284,13 @@ class TextLMDataModule(LightningDataModule):
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         if split not in self.datasets:
             raise RuntimeError(f"TextLMDataModule: call setup() for the {split!r} split before asking for its loader")
+        dataset = _WithIndex(self.datasets[split])
+        sampler = None if split == "train" else evaluation_sampler(self.trainer, dataset, type(self).__name__)
         return DataLoader(
-            self.datasets[split],
+            dataset,
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=_Collate(self.pad_id),
             persistent_workers=self.num_workers > 0,

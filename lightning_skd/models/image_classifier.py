@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
+from torchmetrics import MeanMetric
 
 from lightning_skd.callbacks.self_kd import SelfKDCallback, self_kd_loss
 from lightning_skd.metrics import CalibrationMetrics
@@ -73,6 +74,10 @@ class ImageClassifier(pl.LightningModule):
         self.log_figures = log_figures
         self.val_metrics = CalibrationMetrics(num_classes, n_bins=n_bins, prefix="val/")
         self.test_metrics = CalibrationMetrics(num_classes, n_bins=n_bins, prefix="test/")
+        # Sample-weighted mean losses as metrics (sum states): exact under DDP even when the ranks hold different
+        # numbers of samples, where Lightning's own `sync_dist` mean truncates the summed batch size to an integer.
+        self.val_loss = MeanMetric()
+        self.test_loss = MeanMetric()
 
     def forward(self, images: Tensor) -> Tensor:  # (B, C, H, W) -> (B, num_classes)
         """Logits of a batch of images."""
@@ -95,18 +100,21 @@ class ImageClassifier(pl.LightningModule):
             loss = F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
         else:
             loss = self_kd_loss(self, logits, target)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(target))
+        # Epoch means over all processes (batch-size weighted); synchronised once, at the end of the epoch.
+        self.log(
+            "train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(target), sync_dist=True
+        )
         top1_err = (logits.argmax(dim=-1) != target).float().mean()
-        self.log("train/top1_err", top1_err, on_step=False, on_epoch=True, batch_size=len(target))
+        self.log("train/top1_err", top1_err, on_step=False, on_epoch=True, batch_size=len(target), sync_dist=True)
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
         """Accumulate validation metrics."""
-        self._evaluation_step(batch, self.val_metrics, "val")
+        self._evaluation_step(batch, self.val_metrics, self.val_loss)
 
     def test_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
         """Accumulate test metrics."""
-        self._evaluation_step(batch, self.test_metrics, "test")
+        self._evaluation_step(batch, self.test_metrics, self.test_loss)
 
     def predict_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         """Probabilities ``(B, C)``, targets and sample indices."""
@@ -115,11 +123,11 @@ class ImageClassifier(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         """Log and reset the validation metrics."""
-        self._log_metrics(self.val_metrics, "val")
+        self._log_metrics(self.val_metrics, self.val_loss, "val")
 
     def on_test_epoch_end(self) -> None:
         """Log and reset the test metrics."""
-        self._log_metrics(self.test_metrics, "test")
+        self._log_metrics(self.test_metrics, self.test_loss, "test")
 
     def configure_optimizers(self) -> Any:
         """The configured optimizer (default: the paper's SGD) and optional epoch-wise LR scheduler."""
@@ -131,23 +139,32 @@ class ImageClassifier(pl.LightningModule):
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}
 
-    def _evaluation_step(self, batch: tuple[Tensor, Tensor, Tensor], metrics: CalibrationMetrics, stage: str) -> None:
+    def _evaluation_step(
+        self, batch: tuple[Tensor, Tensor, Tensor], metrics: CalibrationMetrics, loss: MeanMetric
+    ) -> None:
         images, target, _ = batch
         logits = self(images)
-        loss = F.cross_entropy(logits, target)
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(target))
+        loss.update(F.cross_entropy(logits, target), weight=len(target))
         metrics.update(logits.float().softmax(dim=-1), target)
 
-    def _log_metrics(self, metrics: CalibrationMetrics, stage: str) -> None:
-        values = metrics.compute()
-        top1_key = f"{stage}/top1_err"
-        self.log_dict({name: value for name, value in values.items() if name != top1_key})
-        self.log(top1_key, values[top1_key], prog_bar=True)
+    def _log_metrics(self, metrics: CalibrationMetrics, loss: MeanMetric, stage: str) -> None:
+        # compute() gathers every process's states: the same global values on every rank. sync_dist=True tells
+        # Lightning so; its mean of identical values leaves them unchanged ((x + x) / 2 == x).
+        values = {f"{stage}/loss": loss.compute(), **metrics.compute()}
+        for name, value in values.items():
+            self.log(name, value, prog_bar=name in (f"{stage}/loss", f"{stage}/top1_err"), sync_dist=True)
         if self.log_figures and not self.trainer.sanity_checking:
-            self._emit_figures(metrics.plot_figures(), stage)
+            self._emit_figures(metrics.plot_figures(), stage)  # plot_figures syncs states: called on every rank
         metrics.reset()
+        loss.reset()
 
     def _emit_figures(self, figures: dict[str, Figure], stage: str) -> None:
+        """Send the figures to the logger (if it takes figures) or save them as PNG, once, from rank 0.
+
+        ``trainer.log_dir`` broadcasts under DDP, so it is resolved on every rank, unconditionally (whether the logger
+        takes figures cannot be asked on other ranks: their ``logger.experiment`` is a dummy), before rank 0 writes.
+        """
+        folder = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "figures"
         if not self.trainer.is_global_zero:
             return
         experiment = getattr(self.logger, "experiment", None) if self.logger is not None else None
@@ -155,7 +172,6 @@ class ImageClassifier(pl.LightningModule):
             for name, figure in figures.items():
                 experiment.add_figure(f"{stage}/{name}", figure, global_step=self.global_step)
             return
-        folder = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "figures"
         folder.mkdir(parents=True, exist_ok=True)
         for name, figure in figures.items():
             figure.savefig(folder / f"{stage}_{name}.png", dpi=100, bbox_inches="tight")

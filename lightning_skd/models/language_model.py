@@ -70,10 +70,11 @@ class LanguageModel(LightningModule):
       ``skd_lambda``) with ``W`` the softmax weight; its ``alpha`` must be driven by a
       :class:`~lightning_skd.callbacks.SKDAlphaScheduler` in ``trainer.callbacks`` (checked in ``setup``).
 
-    Batches are :class:`~lightning_skd.data.text_lm.LMBatch` ``(inputs (B, T), targets (B, T), lengths (B,))`` with
-    padded targets equal to ``ignore_index``. Logged: ``train/loss`` (per-token mean of the training objective),
-    ``skd/q_n`` and ``skd/mismatch`` (with SKD), and on validation / test ``{val,test}/sentence_nll`` (sum of token
-    NLLs per sentence, averaged over sentences: the paper's metric) and ``{val,test}/ppl``.
+    Batches are :class:`~lightning_skd.data.text_lm.LMBatch` ``(inputs (B, T), targets (B, T), lengths (B,),
+    index (B,))`` with padded targets equal to ``ignore_index``. Logged: ``train/loss`` (per-token mean of the
+    training objective), ``skd/q_n`` and ``skd/mismatch`` (with SKD), and on validation / test
+    ``{val,test}/sentence_nll`` (sum of token NLLs per sentence, averaged over sentences: the paper's metric) and
+    ``{val,test}/ppl``, global under DDP. ``predict`` returns each sentence's NLL, token count and index.
 
     Args:
         vocab_size: ``V``; ``None`` takes it from ``trainer.datamodule.vocab_size`` in ``setup`` (and stores it in the
@@ -229,7 +230,7 @@ class LanguageModel(LightningModule):
     @override
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         """Cross-entropy (baseline / +Noise) or Eq. (12) (+SKD), averaged over non-padding tokens."""
-        inputs, targets, _ = batch
+        inputs, targets = batch[0], batch[1]
         logits = self(inputs)  # (B, T, V)
         if self.skd_loss is not None:
             loss = self.skd_loss(logits, targets, self.output_embedding, step=self.global_step)
@@ -239,21 +240,27 @@ class LanguageModel(LightningModule):
             )
         else:
             loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=self.hparams.ignore_index)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=inputs.shape[0])
+        # The epoch value is the batch-weighted mean over all processes, synchronised once at the end of the epoch.
+        self.log(
+            "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=inputs.shape[0], sync_dist=True
+        )
         return loss
 
-    def _evaluate(self, batch: Any, metric: SentenceNLL) -> None:
-        inputs, targets, _ = batch
+    def _token_nll(self, inputs: Tensor, targets: Tensor) -> Tensor:
         logits = self(inputs)  # (B, T, V)
-        token_nll = F.cross_entropy(
+        return F.cross_entropy(
             logits.flatten(0, 1), targets.flatten(), ignore_index=self.hparams.ignore_index, reduction="none"
         ).view_as(targets)  # (B, T), 0 at padding
-        metric.update(token_nll, targets != self.hparams.ignore_index)
+
+    def _evaluate(self, batch: Any, metric: SentenceNLL) -> None:
+        inputs, targets = batch[0], batch[1]
+        metric.update(self._token_nll(inputs, targets), targets != self.hparams.ignore_index)
 
     def _log_metric(self, stage: str, metric: SentenceNLL) -> None:
-        sentence_nll, ppl = metric.compute()
-        self.log(f"{stage}/sentence_nll", sentence_nll, prog_bar=True)
-        self.log(f"{stage}/ppl", ppl, prog_bar=True)
+        sentence_nll, ppl = metric.compute()  # torchmetrics sums the states of all processes: global values
+        # sync_dist=True tells Lightning they are global; its mean of identical values leaves them unchanged.
+        self.log(f"{stage}/sentence_nll", sentence_nll, prog_bar=True, sync_dist=True)
+        self.log(f"{stage}/ppl", ppl, prog_bar=True, sync_dist=True)
         metric.reset()
 
     @override
@@ -275,6 +282,16 @@ class LanguageModel(LightningModule):
     def on_test_epoch_end(self) -> None:
         """Log ``test/sentence_nll`` and ``test/ppl``."""
         self._log_metric("test", self.test_metric)
+
+    @override
+    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+        """Per-sentence NLL ``(B,)`` (nats, ``<eos>`` included), token counts ``(B,)`` and sentence indices ``(B,)``."""
+        inputs, targets, _, index = batch
+        return {
+            "sentence_nll": self._token_nll(inputs, targets).sum(dim=1),
+            "tokens": (targets != self.hparams.ignore_index).sum(dim=1),
+            "index": index,
+        }
 
     @override
     def configure_optimizers(self) -> Any:

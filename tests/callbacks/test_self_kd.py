@@ -253,3 +253,18 @@ def test_self_kd_callback_reused_for_a_new_fit_starts_fresh(mode):
             teacher = (inputs[i] @ weights["linear.weight"].T + weights["linear.bias"]).softmax(-1)
         expected = expected_soft_targets(torch.tensor([labels[i]]), teacher[None], 0.6)[0]
         torch.testing.assert_close(soft, expected)
+
+
+def test_self_kd_callback_snapshot_teacher_shares_uncopyable_factories():
+    """LightningCLI's optimizer factories can reach thread locks under DDP; the teacher shares them, copies the rest."""
+    import threading
+
+    module = RecordingClassifier()
+    lock = threading.Lock()
+    module.optimizer_factory = lambda params: (lock, params)  # deepcopy of a lock raises
+    callback = SelfKDCallback(mode="snapshot")
+    teacher = callback._make_teacher(module)
+    assert teacher.optimizer_factory is module.optimizer_factory
+    assert teacher.linear is not module.linear
+    assert torch.equal(teacher.linear.weight, module.linear.weight)
+    assert not teacher.linear.weight.requires_grad

@@ -40,7 +40,8 @@ def test_text_lm_batches_are_padded_with_ignore_index(tmp_path):
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert isinstance(batch, LMBatch)
-    inputs, targets, lengths = batch
+    inputs, targets, lengths, index = batch
+    assert index.tolist() == [0, 1, 2]  # positions in the training file
     vocab = dm.vocab
     assert inputs.shape == targets.shape == (3, 7)
     assert lengths.tolist() == [4, 7, 4]

@@ -118,7 +118,7 @@ def test_language_model_sentence_nll_is_the_sum_of_token_nll_averaged_over_sente
     total, tokens, sentences = 0.0, 0, 0
     model.eval()
     with torch.no_grad():
-        for inputs, targets, lengths in datamodule.test_dataloader():
+        for inputs, targets, lengths, _ in datamodule.test_dataloader():
             nll = F.cross_entropy(model(inputs).transpose(1, 2), targets, reduction="none")  # (B, T)
             total += float(nll.sum())
             tokens += int(lengths.sum())
