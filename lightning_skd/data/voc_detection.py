@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as TF
 
 from lightning_skd.data.base import check_non_negative_int, check_positive_int
+from lightning_skd.data.samplers import evaluation_sampler
 
 VOC_CLASSES = (
     "aeroplane",
@@ -137,7 +138,9 @@ class VOCDetectionDataModule(LightningDataModule):
     Batches are ``(images, targets, indices)``: lists of ``(3, H, W)`` float images in [0, 1] (sizes differ) and of
     target dicts (``boxes`` ``(G, 4)`` continuous ``x1, y1, x2, y2``, ``labels`` ``(G,)`` 0-based, ``difficult``
     ``(G,)``; difficult objects are kept, the model and the metric decide what to do with them), and the ``(B,)``
-    int64 dataset indices. Training images are flipped horizontally with probability ``flip_prob``.
+    int64 dataset indices. Training images are flipped horizontally with probability ``flip_prob``. Under DDP the
+    evaluation loaders use an unrepeated distributed sampler, so every image is evaluated exactly once (see
+    :mod:`lightning_skd.data.samplers`).
 
     Args:
         data_dir: Folder holding ``VOCdevkit/``.
@@ -258,10 +261,12 @@ class VOCDetectionDataModule(LightningDataModule):
     def _loader(self, dataset: Dataset | None, split: str, batch_size: int, shuffle: bool = False) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"VOCDetectionDataModule: the {split} split is not set up; call setup() first")
+        sampler = None if shuffle else evaluation_sampler(self.trainer, dataset, type(self).__name__)
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             collate_fn=collate_detection,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

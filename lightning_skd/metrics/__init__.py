@@ -1,6 +1,7 @@
 """Stateful (``torchmetrics``) metrics: calibration and selective-classification metrics of the PS-KD paper."""
 
 from lightning_skd.metrics.aurc import AURC
+from lightning_skd.metrics.coco_map import COCOMeanAveragePrecision
 from lightning_skd.metrics.collection import CalibrationMetrics
 from lightning_skd.metrics.eaurc import EAURC
 from lightning_skd.metrics.expected_calibration_error import ExpectedCalibrationError
@@ -12,6 +13,7 @@ from lightning_skd.metrics.voc07_map import VOC07MeanAveragePrecision
 __all__ = [
     "AURC",
     "CalibrationMetrics",
+    "COCOMeanAveragePrecision",
     "EAURC",
     "ExpectedCalibrationError",
     "NegativeLogLikelihood",

@@ -11,7 +11,6 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
-from torchmetrics.detection import MeanAveragePrecision
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -21,6 +20,7 @@ from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from lightning_skd.data.voc_detection import VOC_CLASSES
+from lightning_skd.metrics.coco_map import COCOMeanAveragePrecision
 from lightning_skd.metrics.voc07_map import VOC07MeanAveragePrecision
 from lightning_skd.models.backbone_export import BackboneInfo, load_backbone
 
@@ -88,7 +88,8 @@ class Detector(pl.LightningModule):
     ``0 .. num_classes - 1``, ``difficult`` ``(G,)``), and the ``(B,)`` dataset indices. Validation and test log
     the VOC2007 mAP (``{stage}/voc07_map``, per class ``{stage}/voc07_ap/<class>``, the paper's numbers) and
     COCO-style ``{stage}/coco_map_50`` and ``{stage}/coco_map`` (AP@[.5:.95]) from torchmetrics'
-    ``MeanAveragePrecision`` (faster-coco-eval backend; ``difficult`` boxes passed as ``iscrowd``, i.e. ignored).
+    ``MeanAveragePrecision`` (:class:`~lightning_skd.metrics.COCOMeanAveragePrecision`, faster-coco-eval backend;
+    ``difficult`` boxes passed as ``iscrowd``, i.e. ignored).
     The test results are also written to ``<log_dir>/test_detection_metrics.json``, which
     ``lightning-skd detection-table`` reads.
 
@@ -156,8 +157,8 @@ class Detector(pl.LightningModule):
         self.lr_scheduler_factory = lr_scheduler
         self.val_voc = VOC07MeanAveragePrecision(len(class_names), class_names)
         self.test_voc = VOC07MeanAveragePrecision(len(class_names), class_names)
-        self.val_coco = MeanAveragePrecision(iou_type="bbox", backend="faster_coco_eval")
-        self.test_coco = MeanAveragePrecision(iou_type="bbox", backend="faster_coco_eval")
+        self.val_coco = COCOMeanAveragePrecision(iou_type="bbox", backend="faster_coco_eval")
+        self.test_coco = COCOMeanAveragePrecision(iou_type="bbox", backend="faster_coco_eval")
 
     def _build(self, resnet: nn.Module, info: BackboneInfo) -> FasterRCNN:
         hp = self.hparams
@@ -249,7 +250,7 @@ class Detector(pl.LightningModule):
         images, _, indices = batch
         return [{**d, "index": i} for d, i in zip(self(images), indices, strict=True)]
 
-    def _evaluation_step(self, batch, voc: VOC07MeanAveragePrecision, coco: MeanAveragePrecision) -> None:
+    def _evaluation_step(self, batch, voc: VOC07MeanAveragePrecision, coco: COCOMeanAveragePrecision) -> None:
         images, targets, indices = batch
         detections = self(images)
         voc.update(detections, targets, image_ids=indices)
@@ -286,7 +287,9 @@ class Detector(pl.LightningModule):
             }
             (folder / "test_detection_metrics.json").write_text(json.dumps(payload, indent=2))
 
-    def _log_metrics(self, stage: str, voc: VOC07MeanAveragePrecision, coco: MeanAveragePrecision) -> dict[str, float]:
+    def _log_metrics(
+        self, stage: str, voc: VOC07MeanAveragePrecision, coco: COCOMeanAveragePrecision
+    ) -> dict[str, float]:
         # Both metrics gather their states across processes in compute(): the values are global, so they are logged
         # without another reduction (sync_dist=False is correct here, not an omission).
         values = voc.compute()

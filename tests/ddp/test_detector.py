@@ -4,6 +4,8 @@ single-process test give the same VOC07 mAP."""
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.detection_helpers import FPN_ARGS, SMALL_DETECTOR_ARGS, exported_backbone, generated_voc
 from tests.multiprocess import run_cli
 
@@ -17,7 +19,7 @@ def _results(folder: Path) -> dict:
 
 def test_detector_ddp_fit_and_test_match_single_process(tmp_path):
     backbone = exported_backbone(tmp_path)
-    # 7 test images: DistributedSampler repeats one to give both ranks 4; the metric must count it once.
+    # 7 test images: the ranks evaluate 4 and 3 (unrepeated sampler), in batches of 2.
     voc = generated_voc(tmp_path / "voc", trainval=8, test=7, seed=1)
     common = [
         "--config",
@@ -69,3 +71,5 @@ def test_detector_ddp_fit_and_test_match_single_process(tmp_path):
     assert single["voc07_map"] > 0.0  # a non-trivial value to compare
     assert ddp["voc07_map"] == single["voc07_map"]
     assert ddp["voc07_ap"] == single["voc07_ap"]
+    assert ddp["coco_map_50"] == pytest.approx(single["coco_map_50"], abs=1e-6)  # torchmetrics gathers the states
+    assert ddp["coco_map"] == pytest.approx(single["coco_map"], abs=1e-6)
