@@ -232,6 +232,12 @@ class Detector(pl.LightningModule):
         images, targets, _ = batch
         losses = self.model(list(images), self._torchvision_targets(targets))
         loss = sum(losses.values())
+        if not torch.isfinite(loss):  # a diverged run would otherwise go on and score mAP 0 without a word
+            parts = {k: round(float(v), 4) for k, v in losses.items()}
+            raise FloatingPointError(
+                f"Detector: non-finite training loss at step {self.global_step} ({parts}); lower the learning rate "
+                "or clip gradients (Trainer(gradient_clip_val=...))"
+            )
         batch_size = len(images)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size)
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, on_step=False, on_epoch=True, batch_size=batch_size)

@@ -142,3 +142,13 @@ def test_detector_predicts_boxes_scores_labels(assets):
     frozen = [name for name, p in model.named_parameters() if not p.requires_grad]
     assert any(name.startswith("model.backbone.body.conv1") for name in frozen)  # trainable_layers=3
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+
+def test_detector_stops_on_a_non_finite_loss(assets, monkeypatch):
+    backbone, _ = assets
+    model = Detector(str(backbone), **SMALL_DETECTOR_KWARGS)
+    nan = {"loss_classifier": torch.tensor(float("nan")), "loss_objectness": torch.tensor(0.5)}
+    monkeypatch.setattr(model.model, "forward", lambda images, targets: nan)
+    target = {"boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0]]), "labels": torch.tensor([0])}
+    with pytest.raises(FloatingPointError, match="non-finite training loss.*loss_classifier"):
+        model.training_step(([torch.rand(3, 96, 128)], [target], torch.tensor([0])), 0)
