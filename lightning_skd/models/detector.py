@@ -251,10 +251,23 @@ class Detector(pl.LightningModule):
         """Accumulate test detections."""
         self._evaluation_step(batch, self.test_voc, self.test_coco)
 
-    def predict_step(self, batch: tuple[list[Tensor], Any, Tensor], batch_idx: int) -> list[dict[str, Tensor]]:
-        """Per image: ``boxes``, ``scores``, ``labels`` (0..K-1) and the dataset ``index``."""
+    def predict_step(self, batch: tuple[list[Tensor], Any, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        """Detections padded to ``box_detections_per_img`` rows per image, so batches concatenate.
+
+        Returns ``boxes`` ``(B, M, 4)``, ``scores`` ``(B, M)`` (padding ``nan``), ``labels`` ``(B, M)`` (0..K-1,
+        padding -1), ``num_detections`` ``(B,)`` and the dataset ``index`` ``(B,)``; ``M = box_detections_per_img``.
+        """
         images, _, indices = batch
-        return [{**d, "index": i} for d, i in zip(self(images), indices, strict=True)]
+        detections = self(images)
+        rows = self.hparams.box_detections_per_img
+        boxes = torch.zeros(len(images), rows, 4, device=indices.device)
+        scores = torch.full((len(images), rows), float("nan"), device=indices.device)
+        labels = torch.full((len(images), rows), -1, dtype=torch.long, device=indices.device)
+        for i, d in enumerate(detections):
+            n = len(d["scores"])
+            boxes[i, :n], scores[i, :n], labels[i, :n] = d["boxes"], d["scores"], d["labels"]
+        counts = torch.tensor([len(d["scores"]) for d in detections], dtype=torch.long, device=indices.device)
+        return {"boxes": boxes, "scores": scores, "labels": labels, "num_detections": counts, "index": indices}
 
     def _evaluation_step(self, batch, voc: VOC07MeanAveragePrecision, coco: COCOMeanAveragePrecision) -> None:
         images, targets, indices = batch

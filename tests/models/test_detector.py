@@ -66,6 +66,12 @@ def test_detector_each_config_runs_through_the_cli(name, assets, tmp_path):
     results = json.loads(next(tmp_path.rglob("test_detection_metrics.json")).read_text())
     assert results["class_names"] == CLASSES and 0.0 <= results["voc07_map"] <= 1.0
     assert results["backbone"]["architecture"] == "timm:resnet10t"
+    main(["predict", *config, f"--ckpt_path={checkpoint}", "--trainer.limit_predict_batches=2"])
+    predictions = torch.load(next(tmp_path.rglob("predictions.pt")), weights_only=True)
+    assert predictions["index"].tolist() == [0, 1]
+    assert predictions["boxes"].shape == (2, 100, 4) and predictions["labels"].shape == (2, 100)
+    n = int(predictions["num_detections"][0])
+    assert (predictions["labels"][0, n:] == -1).all() and predictions["scores"][0, n:].isnan().all()
 
 
 def _random_detector_map(test_dataset, seed=0):
