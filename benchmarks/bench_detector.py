@@ -17,6 +17,7 @@ The VOC07+12 epoch estimate multiplies by 16,551 images (batch 1).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -94,7 +95,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-large", action="store_true", help="only the small detector")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         small = Detector(str(backbone_file(Path(tmp), "timm:resnet10t")), class_names=["a", "b", "c"], **SMALL)
@@ -105,10 +106,12 @@ def main() -> None:
                 name = f"{arch.split(':')[1]}-C4 (paper config, 1 x 600x800)"
                 results[name] = time_steps(detector, *batch(1, 375, 500, 20), args.repeats)
     base = next(iter(results.values()))
-    print("| detector | s / step | x small | VOC07+12 epoch (16,551 steps) |")
+    print(f"load average at the end {os.getloadavg()[0]:.1f} (other jobs slow every row)")
+    print("| detector | s / step | x small | VOC07+12 epoch (16,551 steps of batch 1) |")
     print("| --- | --- | --- | --- |")
     for name, seconds in results.items():
-        print(f"| {name} | {seconds:.3f} | {seconds / base:.1f} | {seconds * 16551 / 3600:.1f} h |")
+        epoch = f"{seconds * 16551 / 3600:.0f} h" if "paper" in name else "-"
+        print(f"| {name} | {seconds:.3f} | {seconds / base:.1f} | {epoch} |")
 
 
 if __name__ == "__main__":
