@@ -10,6 +10,7 @@ classes of this package need no registry and no ``if/elif`` chain.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Sequence
 
@@ -45,15 +46,22 @@ class SelfKDCLI(LightningCLI):
             self.trainer.callbacks.append(PredictionWriter())
 
 
-def main(args: Sequence[str] | None = None) -> None:
-    """Entry point of the ``lightning-skd`` console script; ``lightning-skd compare ...`` runs :mod:`.compare`."""
-    argv = list(args) if args is not None else sys.argv[1:]
-    if argv[:1] == ["compare"]:
-        from lightning_skd.compare import main as compare_main
+#: Subcommands that are not LightningCLI's: name -> "module:function" taking the remaining arguments.
+EXTRA_COMMANDS = {
+    "compare": "lightning_skd.compare:main",
+    "export-backbone": "lightning_skd.models.backbone_export:main",
+    "detection-table": "lightning_skd.models.detection_table:main",
+}
 
-        compare_main(argv[1:])
+
+def main(args: Sequence[str] | None = None) -> None:
+    """Entry point of the ``lightning-skd`` console script (``EXTRA_COMMANDS`` first, then LightningCLI)."""
+    argv = list(args) if args is not None else sys.argv[1:]
+    if argv and argv[0] in EXTRA_COMMANDS:
+        module, _, function = EXTRA_COMMANDS[argv[0]].partition(":")
+        getattr(importlib.import_module(module), function)(argv[1:])
         return
-    SelfKDCLI(args=argv)
+    SelfKDCLI(args=list(args) if args is not None else None)
 
 
 if __name__ == "__main__":

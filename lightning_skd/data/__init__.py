@@ -5,7 +5,9 @@ from lightning_skd.data.digits import DigitsDataModule
 from lightning_skd.data.fashion_mnist import FashionMNISTDataModule
 from lightning_skd.data.image_folder import ImageFolderDataModule
 from lightning_skd.data.indexed import IndexedDataset
+from lightning_skd.data.synthetic_detection import write_synthetic_classification, write_synthetic_voc
 from lightning_skd.data.text_lm import LMBatch, TextLMDataModule
+from lightning_skd.data.voc_detection import VOC_CLASSES, VOCDetectionDataModule
 from lightning_skd.data.vocabulary import Vocabulary
 
 __all__ = [
@@ -17,4 +19,8 @@ __all__ = [
     "LMBatch",
     "TextLMDataModule",
     "Vocabulary",
+    "VOC_CLASSES",
+    "VOCDetectionDataModule",
+    "write_synthetic_classification",
+    "write_synthetic_voc",
 ]

@@ -2,6 +2,7 @@
 
 from lightning_skd.functional.calibration import expected_calibration_error
 from lightning_skd.functional.classification import negative_log_likelihood, top_k_error
+from lightning_skd.functional.detection import voc07_average_precision, voc07_interpolated_ap
 from lightning_skd.functional.embedding_skd import (
     EmbeddingSKDOutput,
     embedding_skd_loss,
@@ -34,4 +35,6 @@ __all__ = [
     "risk_coverage",
     "sample_statistics",
     "top_k_error",
+    "voc07_average_precision",
+    "voc07_interpolated_ap",
 ]

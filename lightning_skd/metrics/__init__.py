@@ -1,20 +1,24 @@
 """Stateful (``torchmetrics``) metrics: calibration and selective-classification metrics of the PS-KD paper."""
 
 from lightning_skd.metrics.aurc import AURC
+from lightning_skd.metrics.coco_map import COCOMeanAveragePrecision
 from lightning_skd.metrics.collection import CalibrationMetrics
 from lightning_skd.metrics.eaurc import EAURC
 from lightning_skd.metrics.expected_calibration_error import ExpectedCalibrationError
 from lightning_skd.metrics.negative_log_likelihood import NegativeLogLikelihood
 from lightning_skd.metrics.plots import reliability_diagram, risk_coverage_curve
 from lightning_skd.metrics.top_k_error import TopKError
+from lightning_skd.metrics.voc07_map import VOC07MeanAveragePrecision
 
 __all__ = [
     "AURC",
     "CalibrationMetrics",
+    "COCOMeanAveragePrecision",
     "EAURC",
     "ExpectedCalibrationError",
     "NegativeLogLikelihood",
     "TopKError",
+    "VOC07MeanAveragePrecision",
     "reliability_diagram",
     "risk_coverage_curve",
 ]

@@ -1,7 +1,17 @@
 """LightningModules for the papers' tasks, and the backbones they build on."""
 
+from lightning_skd.models.backbone_export import export_backbone, load_backbone
 from lightning_skd.models.backbones import SmallCNN, build_backbone
+from lightning_skd.models.detector import Detector
 from lightning_skd.models.image_classifier import ImageClassifier
 from lightning_skd.models.language_model import LanguageModel
 
-__all__ = ["ImageClassifier", "LanguageModel", "SmallCNN", "build_backbone"]
+__all__ = [
+    "Detector",
+    "ImageClassifier",
+    "LanguageModel",
+    "SmallCNN",
+    "build_backbone",
+    "export_backbone",
+    "load_backbone",
+]
