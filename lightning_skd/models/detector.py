@@ -239,8 +239,10 @@ class Detector(pl.LightningModule):
                 "or clip gradients (Trainer(gradient_clip_val=...))"
             )
         batch_size = len(images)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size)
-        self.log_dict({f"train/{k}": v for k, v in losses.items()}, on_step=False, on_epoch=True, batch_size=batch_size)
+        # Epoch values: batch-weighted means over all processes (the training sampler gives every rank equal counts).
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size, sync_dist=True)
+        train_losses = {f"train/{k}": v for k, v in losses.items()}
+        self.log_dict(train_losses, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
         return loss
 
     def validation_step(self, batch: tuple[list[Tensor], list[dict[str, Tensor]], Tensor], batch_idx: int) -> None:
@@ -309,17 +311,17 @@ class Detector(pl.LightningModule):
     def _log_metrics(
         self, stage: str, voc: VOC07MeanAveragePrecision, coco: COCOMeanAveragePrecision
     ) -> dict[str, float]:
-        # Both metrics gather their states across processes in compute(): the values are global, so they are logged
-        # without another reduction (sync_dist=False is correct here, not an omission).
+        # Both metrics gather their states across processes in compute(): the values are global and identical on every
+        # rank. sync_dist=True tells Lightning so (no per-metric warning); its mean of identical values changes nothing.
         values = voc.compute()
         coco_values = coco.compute()
         results = {key: float(value) for key, value in values.items()}
         results["coco_map_50"] = float(coco_values["map_50"])
         results["coco_map"] = float(coco_values["map"])
-        self.log(f"{stage}/voc07_map", values["map"], prog_bar=True)
-        self.log_dict({f"{stage}/voc07_{key}": value for key, value in values.items() if key != "map"})
-        self.log(f"{stage}/coco_map_50", coco_values["map_50"])
-        self.log(f"{stage}/coco_map", coco_values["map"])
+        self.log(f"{stage}/voc07_map", values["map"], prog_bar=True, sync_dist=True)
+        self.log_dict({f"{stage}/voc07_{key}": value for key, value in values.items() if key != "map"}, sync_dist=True)
+        self.log(f"{stage}/coco_map_50", coco_values["map_50"], sync_dist=True)
+        self.log(f"{stage}/coco_map", coco_values["map"], sync_dist=True)
         voc.reset()
         coco.reset()
         return results
