@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lightning_skd import SelfKDCallback, self_kd_loss
+from lightning_skd.regularizers.mixing import MixInfo
 
 NUM_SAMPLES, MAX_TOKENS, VOCAB = 10, 5, 6
 ALPHA_T, EPOCHS = 0.6, 3
@@ -194,3 +195,39 @@ def test_self_kd_callback_token_cache_refuses_lengths_that_disagree_with_the_bat
     dataset.target_lengths = dataset.target_lengths + 1  # the data module reports other lengths than it batches
     with pytest.raises(ValueError, match="target tokens in this batch but"):
         fit(SelfKDCallback(mode="cache"), tmp_path, epochs=2, dataset=dataset)
+
+
+class FlattenedLoss(TokenTable):
+    """Calls self_kd_loss with the tokens flattened to (B*T, V): not the batch's own (B, T) target layout."""
+
+    def training_step(self, batch, batch_idx):
+        index, target, _ = batch
+        return self_kd_loss(self, self(index).flatten(0, 1), target.flatten())
+
+
+class MixedTokens(TokenTable):
+    def training_step(self, batch, batch_idx):
+        index, target, _ = batch
+        return self_kd_loss(self, self(index), target, mix=MixInfo(torch.arange(len(index)), 0.5))
+
+
+@pytest.mark.parametrize(
+    ("module", "message"),
+    [
+        (FlattenedLoss, "the training batch's target has shape"),
+        (MixedTokens, "defined for \\(B, C\\) classification, not for token targets"),
+    ],
+)
+def test_self_kd_callback_token_contract_violations_fail_on_the_first_batch(module, message, tmp_path):
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        callbacks=[SelfKDCallback(mode="snapshot")],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    with pytest.raises(ValueError, match=message):
+        trainer.fit(module(), loader())
