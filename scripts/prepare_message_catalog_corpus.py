@@ -14,7 +14,9 @@ Python's ``gettext`` and keeps the pairs that look like text:
 - skipped: pairs whose sides are equal (untranslated copies, names), with markup (``<...>``), without a letter
   outside format placeholders (``%s``, ``%(name)s``, ``{0}``, ``$(ARG1)``, ``%1``), longer than ``--max-words``
   words or ``--max-chars`` characters on a side, or with a character-length ratio above 3 (pairs of 10+ chars);
-- exact duplicate pairs are kept once.
+- exact duplicate pairs are kept once. In training every distinct translation of an English string is kept; in
+  valid / test only the one found in most packages (ties: the alphabetically first), so each test source has one
+  reference (``--all-references`` keeps them all).
 
 Splits are by a hash of the English side (every translation of one English string lands in the same split, so no
 test source is seen in training): ``--valid-fraction`` and ``--test-fraction`` of the distinct English strings, the
@@ -41,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -228,10 +231,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--test-fraction", type=float, default=0.02)
     parser.add_argument("--max-words", type=int, default=60)
     parser.add_argument("--max-chars", type=int, default=400)
+    parser.add_argument(
+        "--all-references",
+        action="store_true",
+        help="keep every translation of an English string in valid/test (default: the most frequent one only)",
+    )
     args = parser.parse_args(argv)
     args.cache.mkdir(parents=True, exist_ok=True)
     start = time.time()
     sources, pairs, raw_count = [], set(), 0
+    frequency: Counter[tuple[str, str]] = Counter()  # packages a pair occurs in
     for package in args.packages:
         deb = download(package, args.cache)
         if deb is None:
@@ -242,6 +251,7 @@ def main(argv: list[str] | None = None) -> None:
         }
         new = kept - pairs
         pairs |= kept
+        frequency.update(kept)
         raw_count += len(raw)
         digest = hashlib.sha256(deb.read_bytes()).hexdigest()
         sources.append(
@@ -257,8 +267,14 @@ def main(argv: list[str] | None = None) -> None:
         )
         print(f"  {deb.name}: {num_catalogs} catalogs, {len(raw)} messages, {len(kept)} kept, {len(new)} new")
     splits: dict[str, list[tuple[int, str, str]]] = {"train": [], "valid": [], "test": []}
+    best: dict[str, tuple[int, str]] = {}  # English -> (-frequency, German) of its most frequent translation
+    for english, german in pairs:
+        candidate = (-frequency[english, german], german)
+        best[english] = min(best.get(english, candidate), candidate)
     for english, german in pairs:
         split, value = split_of(english, args.valid_fraction, args.test_fraction)
+        if split != "train" and not args.all_references and best[english][1] != german:
+            continue  # one reference per source in evaluation: the translation most packages agree on
         splits[split].append((value, english, german))
     args.out.mkdir(parents=True, exist_ok=True)
     counts = {}

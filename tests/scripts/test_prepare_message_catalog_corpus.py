@@ -74,8 +74,10 @@ def test_prepare_message_catalog_corpus_end_to_end(tmp_path):
         "Package: fake-l10n\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@example.org>\nDescription: test\n"
     )
     many = {f"Message number {i} is here": f"Nachricht Nummer {i} ist hier" for i in range(200)}
+    many["Track"] = "Titel"  # a second catalog translates it differently (below)
     write_mo(root / "usr/share/locale/de/LC_MESSAGES/fake.mo", {**MESSAGES, **many})
     write_mo(root / "usr/share/locale/fr/LC_MESSAGES/fake.mo", {"Hello world": "Bonjour le monde"})
+    write_mo(root / "usr/share/wordpress/languages/admin-de_DE.mo", {"Track": "Spur"})
     cache = tmp_path / "cache"
     cache.mkdir()
     subprocess.run(
@@ -92,6 +94,10 @@ def test_prepare_message_catalog_corpus_end_to_end(tmp_path):
         ("The quick fox", "Der schnelle Fuchs"),
         ("Hello world", "Hallo Welt"),
     }
+    split, _ = prepare.split_of("Track", 0.1, 0.02)
+    assert split == "valid"  # so only one translation is kept: the most frequent, here (a tie) the first, "Spur"
+    expected.remove(("Track", "Titel"))
+    expected.add(("Track", "Spur"))
     assert pairs == expected  # no French, no plural, no placeholders-only, no markup, no copy
     assert 5 <= len(splits["valid"]) <= 45 and len(splits["test"]) <= 20
     first = {s: (out / f"{s}.en").read_bytes() for s in splits}
