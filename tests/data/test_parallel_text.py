@@ -78,6 +78,13 @@ def test_parallel_text_target_lengths_match_batches_and_every_pair_once(toy):
     assert sorted(seen) == list(range(300))
 
 
+def test_parallel_text_loader_with_worker_processes(toy):
+    dm = _module(toy, num_workers=2)
+    dm.setup("fit")
+    seen = sorted(i for batch in dm.train_dataloader() for i in batch["index"].tolist())
+    assert seen == list(range(300))
+
+
 def test_parallel_text_decode_gives_back_the_references(toy):
     dm = _module(toy)
     dm.setup("fit")
