@@ -139,10 +139,15 @@ def beam_search(
     beam_size`` best extensions (by summed log-probability) are taken, as in fairseq: the ones ending in EOS among
     the first ``beam_size`` become finished hypotheses, scored ``log_prob / length_penalty_factor(|y|,
     length_penalty)`` (GNMT's ``((5 + |y|) / 6) ** alpha``, ``|y|`` with EOS), and the first ``beam_size`` that do
-    not end in EOS stay live. A sentence is done once it has ``beam_size`` finished hypotheses or reaches its
-    maximum length (where every live hypothesis is ended by a forced EOS); the result is its best-scoring finished
-    hypothesis. Width 1 gives exactly :func:`greedy_decode`'s output (tested). Beam search is not exact search: a
-    wider beam usually, but not always, finds a hypothesis of higher model probability than a narrower one.
+    not end in EOS stay live. A sentence is done when it reaches its maximum length (where every live hypothesis is
+    ended by a forced EOS) or when its best finished hypothesis scores at least as high as every live one,
+    normalised at the live ones' current length (Hugging Face's ``early_stopping=False`` rule; with
+    ``length_penalty=0`` it is exact, since scores only decrease). The result is its best-scoring finished
+    hypothesis. (fairseq stops at ``beam_size`` finished hypotheses instead, which can end the search while a live
+    hypothesis still scores higher: we found a case where it returned a lower log-probability than greedy.)
+
+    Width 1 gives exactly :func:`greedy_decode`'s output (tested). Beam search is not exact search: a wider beam
+    usually, but not always, finds a hypothesis of higher model probability than a narrower one.
 
     Args:
         model: A ``Seq2Seq`` model (in ``eval()`` mode).
@@ -176,7 +181,6 @@ def beam_search(
     best_log_prob = torch.zeros(batch, device=device)
     best_length = torch.zeros(batch, dtype=torch.long, device=device)
     best_tokens = torch.full((batch, max(steps - 1, 0)), model.pad_id, dtype=torch.long, device=device)
-    num_finished = torch.zeros(batch, dtype=torch.long, device=device)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     sentence = torch.arange(batch, device=device)
     for step in range(steps):
@@ -207,15 +211,17 @@ def beam_search(
         best_log_prob = torch.where(improves, cand_scores.gather(1, top_slot[:, None])[:, 0], best_log_prob)
         best_length = torch.where(improves, step, best_length)
         best_score = torch.where(improves, top_normalised, best_score)
-        num_finished = num_finished + eligible.sum(1)
-        done = done | (num_finished >= k) | forced
-        if bool(done.all()):
-            break
 
         # live hypotheses: the first K candidates that do not end in EOS (there are >= K among 2K)
         rank = cand_is_eos.long() * cand_scores.shape[1] + torch.arange(cand_scores.shape[1], device=device)
         keep = rank.topk(k, dim=1, largest=False).indices.sort(dim=1).values  # (B, K) slots, best first
         scores = cand_scores.gather(1, keep)
+        # done: max length reached, or no live hypothesis beats the best finished one at the current length
+        # (exact for length_penalty = 0, where scores only decrease; Hugging Face's heuristic otherwise)
+        best_live = scores.max(dim=1).values / length_penalty_factor(torch.tensor(step + 1), length_penalty)
+        done = done | forced | (best_score >= best_live)
+        if bool(done.all()):
+            break
         beam = cand_beam.gather(1, keep)  # (B, K) beam each live hypothesis extends
         tokens = cand_token.gather(1, keep)  # (B, K)
         history = torch.cat([history.gather(1, beam[..., None].expand(-1, -1, step)), tokens[..., None]], dim=2)

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Tiny models: one thread is fastest and immune to other processes holding the CPU cores."""
     threads = torch.get_num_threads()
