@@ -111,3 +111,18 @@ def test_seq2seq_memorises_a_few_pairs(name):
     expected = batch.target[:, :width].masked_fill(batch.target[:, :width] < 0, PAD)
     expected = expected.masked_fill(expected == EOS, PAD)
     assert torch.equal(hypotheses.tokens, expected)
+
+
+@pytest.mark.parametrize("name", ["transformer_prenorm", "lstm_input_feeding"])
+def test_seq2seq_built_from_yaml_by_jsonargparse(name):
+    """LightningCLI's parser fills the plain keyword arguments from a ``class_path`` / ``init_args`` YAML block."""
+    from jsonargparse import ArgumentParser
+
+    cls, sizes = TINY[name]
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--model", type=torch.nn.Module)
+    init_args = {"src_vocab_size": VOCAB, "tgt_vocab_size": VOCAB, "pad_id": PAD, **sizes}
+    yaml = f"model:\n  class_path: {cls.__module__}.{cls.__name__}\n  init_args: {init_args}\n"
+    model = parser.instantiate_classes(parser.parse_string(yaml)).model
+    assert type(model) is cls
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in build(name).parameters())
