@@ -23,6 +23,12 @@ def check_non_negative(owner: str, name: str, value: object) -> None:
         raise ValueError(f"{owner}: `{name}` must be a finite float >= 0, got {value!r}")
 
 
+def check_finite(owner: str, name: str, value: object) -> None:
+    """Raise ``ValueError`` unless ``value`` is a finite float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{owner}: `{name}` must be a finite float, got {value!r}")
+
+
 def check_vocab(owner: str, src_vocab_size: object, tgt_vocab_size: object, pad_id: object) -> None:
     """Vocabulary sizes ``>= 2`` and a ``pad_id`` that is a valid id of both vocabularies."""
     check_int(owner, "src_vocab_size", src_vocab_size, 2)

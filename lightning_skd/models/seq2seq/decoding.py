@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lightning_skd.models.seq2seq._checks import check_int, check_non_negative
+from lightning_skd.models.seq2seq._checks import check_finite, check_int, check_non_negative
 from lightning_skd.models.seq2seq.protocol import Seq2Seq
 
 __all__ = ["Hypotheses", "beam_search", "greedy_decode", "length_penalty_factor"]
@@ -141,10 +141,12 @@ def beam_search(
     length_penalty)`` (GNMT's ``((5 + |y|) / 6) ** alpha``, ``|y|`` with EOS), and the first ``beam_size`` that do
     not end in EOS stay live. A sentence is done when it reaches its maximum length (where every live hypothesis is
     ended by a forced EOS) or when its best finished hypothesis scores at least as high as every live one,
-    normalised at the live ones' current length (Hugging Face's ``early_stopping=False`` rule; with
-    ``length_penalty=0`` it is exact, since scores only decrease). The result is its best-scoring finished
-    hypothesis. (fairseq stops at ``beam_size`` finished hypotheses instead, which can end the search while a live
-    hypothesis still scores higher: we found a case where it returned a lower log-probability than greedy.)
+    normalised at the live ones' current length (Hugging Face's ``early_stopping=False`` rule). For
+    ``length_penalty <= 0`` this rule is exact (scores only decrease and the factor does not grow with length, so
+    no live hypothesis can still overtake); for ``length_penalty > 0`` it is a heuristic. The result is its
+    best-scoring finished hypothesis. (fairseq stops at ``beam_size`` finished hypotheses instead, which can end
+    the search while a live hypothesis still scores higher: on a toy model it returned a lower log-probability
+    than greedy.)
 
     Width 1 gives exactly :func:`greedy_decode`'s output (tested). Beam search is not exact search: a wider beam
     usually, but not always, finds a hypothesis of higher model probability than a narrower one.
@@ -156,7 +158,8 @@ def beam_search(
         beam_size: Live hypotheses per sentence.
         bos_id: Id fed at the first step.
         eos_id: Id that ends a hypothesis.
-        length_penalty: GNMT ``alpha``; 0 ranks by the model log-probability.
+        length_penalty: GNMT ``alpha``; 0 ranks by the model log-probability, > 0 favours longer hypotheses,
+            < 0 shorter ones.
         max_len_a: Maximum length slope.
         max_len_b: Maximum length offset.
 
@@ -166,7 +169,7 @@ def beam_search(
     """
     _check_common("beam_search", source, source_lengths, bos_id, eos_id, max_len_a, max_len_b)
     check_int("beam_search", "beam_size", beam_size, 1)
-    check_non_negative("beam_search", "length_penalty", length_penalty)
+    check_finite("beam_search", "length_penalty", length_penalty)
     batch, device, k = source.shape[0], source.device, beam_size
     max_len = _max_lengths(source_lengths, max_len_a, max_len_b, device)  # (B,)
     steps = int(max_len.max()) + 1 if batch else 0
@@ -217,7 +220,7 @@ def beam_search(
         keep = rank.topk(k, dim=1, largest=False).indices.sort(dim=1).values  # (B, K) slots, best first
         scores = cand_scores.gather(1, keep)
         # done: max length reached, or no live hypothesis beats the best finished one at the current length
-        # (exact for length_penalty = 0, where scores only decrease; Hugging Face's heuristic otherwise)
+        # (exact for length_penalty <= 0, where scores only decrease; Hugging Face's heuristic otherwise)
         best_live = scores.max(dim=1).values / length_penalty_factor(torch.tensor(step + 1), length_penalty)
         done = done | forced | (best_score >= best_live)
         if bool(done.all()):

@@ -44,9 +44,13 @@ def markov_batch(source_ids, source_lengths):
     return source, torch.tensor(source_lengths)
 
 
-@pytest.mark.parametrize("alpha", [0.0, 1.0])
+@pytest.mark.parametrize("alpha", [0.0, 1.0, -0.5])
 def test_beam_search_wide_beam_is_exhaustive_on_a_markov_model(alpha):
-    """With 2 words and at most 3 of them, 16 beams hold every live prefix: the result is the exact optimum."""
+    """With 2 words and at most 3 of them, 16 beams hold every live prefix: the result is the exhaustive optimum.
+
+    Guaranteed for ``alpha <= 0`` (the stop rule is then exact); for ``alpha = 1`` the stop rule is a heuristic and
+    this checks that it did not cut the search on these tables.
+    """
     table = markov_table()
     source, lengths = markov_batch([0, 1, 2, 1], [2, 2, 2, 1])  # max_len = int(1.0 * length + 1): 3, 3, 3, 2
     result = beam_search(
@@ -99,6 +103,34 @@ def test_beam_search_finds_what_greedy_misses():
     beam = beam_search(model, source, lengths, beam_size=2, length_penalty=0.0, **kwargs)
     assert greedy.tokens.tolist() == [[3]] and beam.tokens.tolist() == [[4]]
     assert float(beam.log_prob) > float(greedy.log_prob)  # log 0.36 > log 0.18
+
+
+def test_beam_search_keeps_searching_while_a_live_hypothesis_is_better():
+    """Width 2: after step 1 two hypotheses have finished ("" p=.3, "4" p=.198) but "3 4" (p=.31) is still live.
+
+    Stopping at ``beam_size`` finished hypotheses (fairseq's rule) would return "" (p=.3); the search must go on
+    and return "3 4" (p=.31 * .99 = .307).
+    """
+    probs = torch.full((1, 5, 5), 1e-6)
+    probs[0, BOS, EOS], probs[0, BOS, 3], probs[0, BOS, 4] = 0.3, 0.5, 0.2
+    probs[0, 3, 4], probs[0, 3, EOS], probs[0, 3, 3] = 0.62, 0.3, 0.08
+    probs[0, 4, EOS], probs[0, 4, 3], probs[0, 4, 4] = 0.99, 0.005, 0.005
+    table = torch.log(probs / probs.sum(-1, keepdim=True))
+    source, lengths = markov_batch([0], [3])
+    result = beam_search(
+        MarkovSeq2Seq(table),
+        source,
+        lengths,
+        beam_size=2,
+        bos_id=BOS,
+        eos_id=EOS,
+        length_penalty=0.0,
+        max_len_a=1.0,
+        max_len_b=0,
+    )
+    assert result.tokens.tolist() == [[3, 4]]
+    expected = float(table[0, BOS, 3] + table[0, 3, 4] + table[0, 4, EOS])
+    assert math.isclose(float(result.log_prob), expected, rel_tol=1e-6)
 
 
 def test_length_penalty_factor_is_gnmt():
@@ -201,7 +233,7 @@ def test_beam_search_log_prob_is_the_model_score_of_its_tokens(trained):
     ("kwargs", "match"),
     [
         ({"beam_size": 0}, "beam_size"),
-        ({"beam_size": 2, "length_penalty": -1.0}, "length_penalty"),
+        ({"beam_size": 2, "length_penalty": float("nan")}, "length_penalty"),
         ({"beam_size": 2, "max_len_a": -0.5}, "max_len_a"),
         ({"beam_size": 2, "eos_id": -1}, "eos_id"),
     ],
