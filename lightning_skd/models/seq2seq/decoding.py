@@ -96,26 +96,28 @@ def greedy_decode(
     batch, device = source.shape[0], source.device
     max_len = _max_lengths(source_lengths, max_len_a, max_len_b, device)  # (B,)
     steps = int(max_len.max()) + 1 if batch else 0
-    encoded = model.encode(source, source_lengths)
-    state = None
-    tokens = torch.full((batch,), bos_id, dtype=torch.long, device=device)  # (B,) previous token
-    finished = torch.zeros(batch, dtype=torch.bool, device=device)
     lengths = torch.zeros(batch, dtype=torch.long, device=device)
     log_prob = torch.zeros(batch, dtype=torch.float32, device=device)
     output = torch.full((batch, max(steps - 1, 0)), model.pad_id, dtype=torch.long, device=device)
+    # running sentences only (A <= B rows): finished ones are dropped from the model's batch
+    active = torch.arange(batch, device=device)  # (A,) their rows in the output
+    encoded, state = model.encode(source, source_lengths), None
+    tokens = torch.full((batch,), bos_id, dtype=torch.long, device=device)  # (A,) previous token
     for step in range(steps):
-        log_probs, state = model.decode_step(encoded, state, tokens)  # (B, V)
-        best = log_probs.argmax(dim=-1)  # (B,)
-        best = torch.where(step >= max_len, torch.full_like(best, eos_id), best)  # forced EOS
-        log_prob = log_prob + torch.where(finished, 0.0, log_probs.gather(1, best[:, None])[:, 0])
-        is_eos = best == eos_id
-        write = ~finished & ~is_eos
+        log_probs, state = model.decode_step(encoded, state, tokens)  # (A, V)
+        best = log_probs.argmax(dim=-1)  # (A,)
+        best = torch.where(step >= max_len[active], torch.full_like(best, eos_id), best)  # forced EOS
+        log_prob[active] += log_probs.gather(1, best[:, None])[:, 0]
+        is_eos = best == eos_id  # (A,)
         if step < output.shape[1]:
-            output[:, step] = torch.where(write, best, output[:, step])
-        lengths = lengths + write.long()
-        finished = finished | is_eos
-        if bool(finished.all()):
-            break
+            output[active, step] = torch.where(is_eos, model.pad_id, best)
+        lengths[active] += (~is_eos).long()
+        if bool(is_eos.any()):
+            running = (~is_eos).nonzero()[:, 0]  # (A',) positions among the active rows
+            if running.numel() == 0:
+                break
+            active, best = active[running], best[running]
+            encoded, state = model.reorder(encoded, state, running)
         tokens = best
     return Hypotheses(output[:, : int(lengths.max()) if batch else 0], lengths, log_prob)
 
@@ -173,61 +175,62 @@ def beam_search(
     batch, device, k = source.shape[0], source.device, beam_size
     max_len = _max_lengths(source_lengths, max_len_a, max_len_b, device)  # (B,)
     steps = int(max_len.max()) + 1 if batch else 0
-    encoded = model.encode(source, source_lengths)
-    rows = torch.arange(batch, device=device).repeat_interleave(k)  # (B*K,) sentence of each beam row
-    encoded, state = model.reorder(encoded, None, rows)
-    tokens = torch.full((batch * k,), bos_id, dtype=torch.long, device=device)  # (B*K,) previous token
-    scores = torch.full((batch, k), float("-inf"), device=device)  # (B, K) summed log-probs of live beams
-    scores[:, 0] = 0.0  # all beams start identical: keep one
-    history = torch.zeros(batch, k, 0, dtype=torch.long, device=device)  # (B, K, t) tokens of live beams
     best_score = torch.full((batch,), float("-inf"), device=device)  # (B,) best finished (length-penalised)
     best_log_prob = torch.zeros(batch, device=device)
     best_length = torch.zeros(batch, dtype=torch.long, device=device)
     best_tokens = torch.full((batch, max(steps - 1, 0)), model.pad_id, dtype=torch.long, device=device)
-    done = torch.zeros(batch, dtype=torch.bool, device=device)
-    sentence = torch.arange(batch, device=device)
+    # running sentences only (A <= B of them, K rows each in the model's batch): done ones are dropped
+    active = torch.arange(batch, device=device)  # (A,) their rows in the output
+    encoded = model.encode(source, source_lengths)
+    encoded, state = model.reorder(encoded, None, active.repeat_interleave(k))  # A*K rows, sentence-major
+    tokens = torch.full((batch * k,), bos_id, dtype=torch.long, device=device)  # (A*K,) previous token
+    scores = torch.full((batch, k), float("-inf"), device=device)  # (A, K) summed log-probs of live beams
+    scores[:, 0] = 0.0  # all beams start identical: keep one
+    history = torch.zeros(batch, k, 0, dtype=torch.long, device=device)  # (A, K, t) tokens of live beams
     for step in range(steps):
-        log_probs, state = model.decode_step(encoded, state, tokens)  # (B*K, V)
-        vocab = log_probs.shape[-1]
-        log_probs = log_probs.view(batch, k, vocab)
-        forced = step >= max_len  # (B,)
+        log_probs, state = model.decode_step(encoded, state, tokens)  # (A*K, V)
+        num_active, vocab = active.shape[0], log_probs.shape[-1]
+        log_probs = log_probs.view(num_active, k, vocab)
+        forced = step >= max_len[active]  # (A,)
         if bool(forced.any()):  # only EOS may follow; its model log-probability is kept
             only_eos = torch.full_like(log_probs, float("-inf"))
             only_eos[..., eos_id] = log_probs[..., eos_id]
             log_probs = torch.where(forced[:, None, None], only_eos, log_probs)
-        candidates = (scores[..., None] + log_probs).view(batch, k * vocab)  # (B, K*V)
-        cand_scores, cand_index = candidates.topk(min(2 * k, k * vocab), dim=1)  # (B, 2K), best first
-        cand_beam, cand_token = cand_index // vocab, cand_index % vocab  # (B, 2K)
+        candidates = (scores[..., None] + log_probs).view(num_active, k * vocab)  # (A, K*V)
+        cand_scores, cand_index = candidates.topk(min(2 * k, k * vocab), dim=1)  # (A, 2K), best first
+        cand_beam, cand_token = cand_index // vocab, cand_index % vocab  # (A, 2K)
         cand_is_eos = cand_token == eos_id
 
-        # finished hypotheses: EOS candidates among the first K, of sentences still running
-        eligible = cand_is_eos[:, :k] & torch.isfinite(cand_scores[:, :k]) & ~done[:, None]  # (B, K)
-        normalised = cand_scores[:, :k] / length_penalty_factor(torch.tensor(step + 1), length_penalty)
-        normalised = torch.where(eligible, normalised, float("-inf"))
-        top_normalised, top_slot = normalised.max(dim=1)  # (B,)
-        improves = top_normalised > best_score  # (B,), False where nothing is eligible
-        if bool(improves.any()) and step > 0:
-            source_beam = cand_beam.gather(1, top_slot[:, None])[:, 0]  # (B,)
-            finished_tokens = history[sentence, source_beam]  # (B, step)
-            best_tokens[:, :step] = torch.where(improves[:, None], finished_tokens, best_tokens[:, :step])
-            best_tokens[:, step:] = torch.where(improves[:, None], model.pad_id, best_tokens[:, step:])
-        best_log_prob = torch.where(improves, cand_scores.gather(1, top_slot[:, None])[:, 0], best_log_prob)
-        best_length = torch.where(improves, step, best_length)
-        best_score = torch.where(improves, top_normalised, best_score)
+        # finished hypotheses: EOS candidates among the first K
+        eligible = cand_is_eos[:, :k] & torch.isfinite(cand_scores[:, :k])  # (A, K)
+        factor = length_penalty_factor(torch.tensor(step + 1), length_penalty)  # |y| = step + 1 with EOS
+        normalised = torch.where(eligible, cand_scores[:, :k] / factor, float("-inf"))
+        top_normalised, top_slot = normalised.max(dim=1)  # (A,)
+        improves = top_normalised > best_score[active]  # (A,), False where nothing is eligible
+        if bool(improves.any()):
+            rows = active[improves]  # output rows that get a new best hypothesis
+            source_beam = cand_beam.gather(1, top_slot[:, None])[improves, 0]
+            best_tokens[rows] = model.pad_id
+            best_tokens[rows, :step] = history[improves.nonzero()[:, 0], source_beam]  # (n, step)
+            best_log_prob[rows] = cand_scores.gather(1, top_slot[:, None])[improves, 0]
+            best_length[rows] = step
+            best_score[rows] = top_normalised[improves]
 
         # live hypotheses: the first K candidates that do not end in EOS (there are >= K among 2K)
         rank = cand_is_eos.long() * cand_scores.shape[1] + torch.arange(cand_scores.shape[1], device=device)
-        keep = rank.topk(k, dim=1, largest=False).indices.sort(dim=1).values  # (B, K) slots, best first
+        keep = rank.topk(k, dim=1, largest=False).indices.sort(dim=1).values  # (A, K) slots, best first
         scores = cand_scores.gather(1, keep)
+        beam = cand_beam.gather(1, keep)  # (A, K) beam each live hypothesis extends
+        tokens = cand_token.gather(1, keep)  # (A, K)
         # done: max length reached, or no live hypothesis beats the best finished one at the current length
         # (exact for length_penalty <= 0, where scores only decrease; Hugging Face's heuristic otherwise)
-        best_live = scores.max(dim=1).values / length_penalty_factor(torch.tensor(step + 1), length_penalty)
-        done = done | forced | (best_score >= best_live)
-        if bool(done.all()):
+        done = forced | (best_score[active] >= scores.max(dim=1).values / factor)  # (A,)
+        running = (~done).nonzero()[:, 0]  # (A',) positions among the active sentences
+        if running.numel() == 0:
             break
-        beam = cand_beam.gather(1, keep)  # (B, K) beam each live hypothesis extends
-        tokens = cand_token.gather(1, keep)  # (B, K)
         history = torch.cat([history.gather(1, beam[..., None].expand(-1, -1, step)), tokens[..., None]], dim=2)
-        encoded, state = model.reorder(encoded, state, (sentence[:, None] * k + beam).view(-1))
+        rows = running[:, None] * k + beam[running]  # (A', K) model rows the surviving beams extend
+        active, scores, history, tokens = active[running], scores[running], history[running], tokens[running]
+        encoded, state = model.reorder(encoded, state, rows.view(-1))
         tokens = tokens.view(-1)
     return Hypotheses(best_tokens[:, : int(best_length.max()) if batch else 0], best_length, best_log_prob)
