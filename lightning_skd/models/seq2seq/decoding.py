@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lightning_skd.models.seq2seq._checks import check_finite, check_int, check_non_negative
+from lightning_skd.models.seq2seq._checks import check_finite, check_int, check_non_negative, check_source
 from lightning_skd.models.seq2seq.protocol import Seq2Seq
 
 __all__ = ["Hypotheses", "beam_search", "greedy_decode", "length_penalty_factor"]
@@ -50,11 +50,7 @@ def length_penalty_factor(length: Tensor, alpha: float) -> Tensor:
 
 
 def _check_common(owner: str, source: Tensor, source_lengths: Tensor, bos_id: int, eos_id: int, a: float, b: float):
-    if source.ndim != 2 or source_lengths.shape != source.shape[:1]:
-        raise ValueError(
-            f"{owner}: `source` must be (B, S) and `source_lengths` (B,), got {tuple(source.shape)} and "
-            f"{tuple(source_lengths.shape)}"
-        )
+    check_source(owner, source, source_lengths)
     check_int(owner, "bos_id", bos_id, 0)
     check_int(owner, "eos_id", eos_id, 0)
     check_non_negative(owner, "max_len_a", a)

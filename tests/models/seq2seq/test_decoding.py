@@ -77,13 +77,14 @@ def test_greedy_decode_matches_reference_and_forces_eos():
     logits[..., 3] = 0.0  # always prefer word 3 ...
     logits[1, 3, EOS] = 5.0  # ... except in table 1 after a 3, where EOS wins
     table = torch.log_softmax(logits, dim=-1)
-    source, lengths = markov_batch([0, 1], [3, 3])  # max_len = int(1.5 * 3 + 0) = 4
+    source, lengths = markov_batch([0, 1, 0], [3, 3, 2])  # max_len = int(1.5 * length + 0) = 4, 4, 3
     result = greedy_decode(MarkovSeq2Seq(table), source, lengths, bos_id=BOS, eos_id=EOS, max_len_a=1.5, max_len_b=0)
-    assert result.tokens.tolist() == [[3, 3, 3, 3], [3, PAD, PAD, PAD]]
-    assert result.lengths.tolist() == [4, 1]
+    assert result.tokens.tolist() == [[3, 3, 3, 3], [3, PAD, PAD, PAD], [3, 3, 3, PAD]]
+    assert result.lengths.tolist() == [4, 1, 3]
     expected = [
         float(table[0, BOS, 3] + 3 * table[0, 3, 3] + table[0, 3, EOS]),
         float(table[1, BOS, 3] + table[1, 3, EOS]),
+        float(table[0, BOS, 3] + 2 * table[0, 3, 3] + table[0, 3, EOS]),
     ]
     torch.testing.assert_close(result.log_prob, torch.tensor(expected))
 

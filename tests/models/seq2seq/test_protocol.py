@@ -126,3 +126,17 @@ def test_seq2seq_built_from_yaml_by_jsonargparse(name):
     model = parser.instantiate_classes(parser.parse_string(yaml)).model
     assert type(model) is cls
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in build(name).parameters())
+
+
+@pytest.mark.parametrize("name", ["transformer", "lstm"])
+@pytest.mark.parametrize(
+    ("lengths", "match"),
+    [([3, 0], r"source_lengths` must lie in \[1, 3\]"), ([4, 1], r"\[1, 3\]"), ([3], r"\(B,\)")],
+)
+def test_seq2seq_bad_source_lengths(name, lengths, match):
+    model = build(name)
+    source = torch.tensor([[4, 5, EOS], [EOS, PAD, PAD]])
+    with pytest.raises(ValueError, match=match):
+        model(source, torch.tensor(lengths), torch.tensor([[BOS], [BOS]]))
+    with pytest.raises(ValueError, match=match):
+        greedy_decode(model, source, torch.tensor(lengths), bos_id=BOS, eos_id=EOS)
