@@ -190,6 +190,58 @@ def test_beam_search_batched_equals_one_sentence_at_a_time(trained, name, beam_s
     assert (together.lengths <= (1.0 * batch.source_lengths + 2)).all()
 
 
+def reference_beam_search(model, source, beam_size, max_len, alpha):
+    """One sentence, written from the definition with Python lists; next-token log-probs from teacher-forced
+    ``forward`` on the whole prefix (so neither ``decode_step`` nor ``reorder`` is involved)."""
+    lengths = torch.tensor([source.shape[0]])
+
+    def next_log_probs(prefix):
+        logits = model(source[None], lengths, torch.tensor([[BOS, *prefix]]))
+        return torch.log_softmax(logits[0, -1].float(), -1).tolist()
+
+    live, best = [(0.0, [])], None  # (summed log-prob, tokens)
+    for step in range(max_len + 1):
+        candidates = []
+        for score, prefix in live:
+            log_probs = next_log_probs(prefix)
+            for token, value in enumerate(log_probs):
+                if step < max_len or token == EOS:
+                    candidates.append((score + value, prefix + [token]))
+        candidates.sort(key=lambda c: -c[0])
+        candidates = candidates[: 2 * beam_size]
+        factor = ((5 + step + 1) / 6) ** alpha
+        for score, tokens in candidates[:beam_size]:
+            if tokens[-1] == EOS and (best is None or score / factor > best[0]):
+                best = (score / factor, score, tokens[:-1])
+        live = [c for c in candidates if c[1][-1] != EOS][:beam_size]
+        if step == max_len or (best is not None and best[0] >= max(c[0] for c in live) / factor):
+            return best
+
+
+@pytest.mark.parametrize(("name", "alpha"), [("transformer", 0.6), ("lstm", 0.0)])
+def test_beam_search_equals_reference_implementation(trained, name, alpha):
+    """Batched beam search == a per-sentence list-based beam search that rescores every prefix from scratch."""
+    batch = collate(toy_pairs(6, seed=5))
+    model = trained[name]
+    result = beam_search(
+        model,
+        batch.source,
+        batch.source_lengths,
+        beam_size=3,
+        bos_id=BOS,
+        eos_id=EOS,
+        length_penalty=alpha,
+        max_len_a=1.0,
+        max_len_b=1,
+    )
+    with torch.no_grad():
+        for row in range(6):
+            length = int(batch.source_lengths[row])
+            _, log_prob, tokens = reference_beam_search(model, batch.source[row, :length], 3, length + 1, alpha)
+            assert result.tokens[row, : result.lengths[row]].tolist() == tokens
+            assert math.isclose(float(result.log_prob[row]), log_prob, rel_tol=1e-4, abs_tol=1e-4)
+
+
 @pytest.mark.parametrize("name", ["transformer", "lstm"])
 def test_beam_search_wider_beam_not_worse_than_greedy_here(trained, name):
     """Width 5 and 12 with ``length_penalty=0`` score at least greedy's model log-probability on these 24 inputs.
