@@ -57,6 +57,15 @@ def _check_common(owner: str, source: Tensor, source_lengths: Tensor, bos_id: in
     check_non_negative(owner, "max_len_b", b)
 
 
+def _empty(source: Tensor) -> Hypotheses:
+    """Hypotheses of an empty batch."""
+    return Hypotheses(
+        source.new_zeros(0, 0, dtype=torch.long),
+        source.new_zeros(0, dtype=torch.long),
+        source.new_zeros(0, dtype=torch.float32),
+    )
+
+
 def _max_lengths(source_lengths: Tensor, max_len_a: float, max_len_b: float, device: torch.device) -> Tensor:
     """``(B,)`` most tokens before EOS per sentence: ``int(max_len_a * source_length + max_len_b)``."""
     return (max_len_a * source_lengths.to(device=device, dtype=torch.float64) + max_len_b).long()
@@ -89,9 +98,11 @@ def greedy_decode(
 
     """
     _check_common("greedy_decode", source, source_lengths, bos_id, eos_id, max_len_a, max_len_b)
+    if source.shape[0] == 0:
+        return _empty(source)
     batch, device = source.shape[0], source.device
     max_len = _max_lengths(source_lengths, max_len_a, max_len_b, device)  # (B,)
-    steps = int(max_len.max()) + 1 if batch else 0
+    steps = int(max_len.max()) + 1
     lengths = torch.zeros(batch, dtype=torch.long, device=device)
     log_prob = torch.zeros(batch, dtype=torch.float32, device=device)
     output = torch.full((batch, max(steps - 1, 0)), model.pad_id, dtype=torch.long, device=device)
@@ -115,7 +126,7 @@ def greedy_decode(
             active, best = active[running], best[running]
             encoded, state = model.reorder(encoded, state, running)
         tokens = best
-    return Hypotheses(output[:, : int(lengths.max()) if batch else 0], lengths, log_prob)
+    return Hypotheses(output[:, : int(lengths.max())], lengths, log_prob)
 
 
 @torch.no_grad()
@@ -168,9 +179,11 @@ def beam_search(
     _check_common("beam_search", source, source_lengths, bos_id, eos_id, max_len_a, max_len_b)
     check_int("beam_search", "beam_size", beam_size, 1)
     check_finite("beam_search", "length_penalty", length_penalty)
+    if source.shape[0] == 0:
+        return _empty(source)
     batch, device, k = source.shape[0], source.device, beam_size
     max_len = _max_lengths(source_lengths, max_len_a, max_len_b, device)  # (B,)
-    steps = int(max_len.max()) + 1 if batch else 0
+    steps = int(max_len.max()) + 1
     best_score = torch.full((batch,), float("-inf"), device=device)  # (B,) best finished (length-penalised)
     best_log_prob = torch.zeros(batch, device=device)
     best_length = torch.zeros(batch, dtype=torch.long, device=device)
@@ -229,4 +242,4 @@ def beam_search(
         active, scores, history, tokens = active[running], scores[running], history[running], tokens[running]
         encoded, state = model.reorder(encoded, state, rows.view(-1))
         tokens = tokens.view(-1)
-    return Hypotheses(best_tokens[:, : int(best_length.max()) if batch else 0], best_length, best_log_prob)
+    return Hypotheses(best_tokens[:, : int(best_length.max())], best_length, best_log_prob)

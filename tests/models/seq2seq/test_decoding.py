@@ -298,6 +298,17 @@ def test_beam_search_argument_errors(kwargs, match):
         beam_search(model, source, lengths, **{"bos_id": BOS, "eos_id": EOS, **kwargs})
 
 
+@pytest.mark.parametrize("name", ["transformer", "lstm"])
+def test_decoding_an_empty_batch(name):
+    model = build(name)
+    empty = torch.zeros(0, 3, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    for result in (
+        greedy_decode(model, *empty, bos_id=BOS, eos_id=EOS),
+        beam_search(model, *empty, beam_size=3, bos_id=BOS, eos_id=EOS),
+    ):
+        assert result.tokens.shape == (0, 0) and result.lengths.shape == (0,) and result.log_prob.shape == (0,)
+
+
 def test_greedy_decode_shape_errors():
     model = MarkovSeq2Seq(markov_table())
     with pytest.raises(ValueError, match="source_lengths"):
