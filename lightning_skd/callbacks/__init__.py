@@ -6,6 +6,7 @@ from lightning_skd.callbacks.prediction_cache import PredictionCache
 from lightning_skd.callbacks.prediction_writer import PredictionWriter
 from lightning_skd.callbacks.self_kd import SelfKDBatch, SelfKDCallback, self_kd_loss
 from lightning_skd.callbacks.skd_alpha_scheduler import SKDAlphaScheduler
+from lightning_skd.callbacks.token_prediction_cache import TokenPredictionCache
 
 __all__ = [
     "AlphaSchedule",
@@ -18,5 +19,6 @@ __all__ = [
     "SelfKDCallback",
     "SKDAlphaScheduler",
     "StepAlpha",
+    "TokenPredictionCache",
     "self_kd_loss",
 ]

@@ -155,26 +155,19 @@ class DiskPredictionCache(PredictionCache):
             self._working["class_ids"][rows] = _to_numpy(payload["class_ids"])[positions]
         self._working["stamps"][rows] = epoch
 
-    @torch.no_grad()
-    def read(self, indices: Tensor, epoch: int) -> tuple[Tensor, Tensor]:
-        """Teachers from the latest finished generation (see :meth:`PredictionCache.read`)."""
-        cpu_indices = indices.cpu().long()
-        self.check_indices(cpu_indices)
+    def _gather(self, keys: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Rows of the latest finished generation (see :meth:`PredictionCache.read_teacher`)."""
         if self._committed is None:
-            probs = torch.zeros(len(cpu_indices), self.num_classes)
-            return probs.to(indices.device), torch.zeros(len(cpu_indices), dtype=torch.bool, device=indices.device)
-        rows = cpu_indices.numpy()
+            width = self.values.shape[1]
+            class_ids = None if self.topk is None else torch.zeros(len(keys), width, dtype=torch.long)
+            return torch.full((len(keys),), _NEVER, dtype=torch.int32), torch.zeros(len(keys), width), class_ids
+        rows = keys.numpy()
         stamps = torch.from_numpy(np.asarray(self._committed["stamps"][rows]))
-        valid = (stamps != _NEVER) & (stamps < epoch)
         values = torch.from_numpy(np.asarray(self._committed["values"][rows], dtype=np.float32))
-        if self.topk is None:
-            probs = values
-        else:
-            values = values / values.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+        class_ids = None
+        if self.topk is not None:
             class_ids = torch.from_numpy(np.asarray(self._committed["class_ids"][rows], dtype=np.int64))
-            probs = torch.zeros(len(rows), self.num_classes).scatter_(1, class_ids, values)
-        probs = probs * valid[:, None]
-        return probs.to(indices.device), valid.to(indices.device)
+        return stamps, values, class_ids
 
     def state_dict(self) -> dict[str, Any]:
         """Where the table is and which generation a checkpoint taken now belongs to; not the table itself."""

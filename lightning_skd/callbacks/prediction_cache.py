@@ -2,12 +2,43 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
 _NEVER = -1  # stamp of a row that holds no prediction yet
+
+
+@dataclass
+class TeacherRows:
+    """Teacher distributions of a batch's rows (samples, or target tokens), as a cache or snapshot teacher gives them.
+
+    Dense when ``class_ids`` is ``None`` (``values`` are ``(R, C)`` probabilities); sparse otherwise (``values`` are
+    the ``(R, k)`` probabilities of the classes ``class_ids``, summing to one; every other class has zero). Rows
+    without a teacher (``valid`` False) hold zeros.
+    """
+
+    values: Tensor  # (R, C) or (R, k) float32
+    class_ids: Tensor | None  # (R, k) int64, or None when dense
+    valid: Tensor  # (R,) bool
+
+    @property
+    def num_rows(self) -> int:
+        """``R``."""
+        return self.values.shape[0]
+
+    def dense(self, num_classes: int) -> Tensor:
+        """The ``(R, num_classes)`` probability matrix."""
+        if self.class_ids is None:
+            return self.values
+        return self.values.new_zeros(self.num_rows, num_classes).scatter_(1, self.class_ids, self.values)
+
+    def argmax(self) -> Tensor:
+        """The most probable class of each row, ``(R,)``."""
+        best = self.values.argmax(dim=-1)  # (R,)
+        return best if self.class_ids is None else self.class_ids.gather(1, best[:, None]).squeeze(1)
 
 
 class PredictionCache:
@@ -72,6 +103,18 @@ class PredictionCache:
         tensors = [self.values, self.stamps] + ([] if self.class_ids is None else [self.class_ids])
         return sum(t.numel() * t.element_size() for t in tensors)
 
+    def keys(self, index: Tensor, mask: Tensor | None = None) -> Tensor:
+        """The table rows of a batch: one per sample, its dataset index ``(B,)`` (``mask`` must be ``None``)."""
+        if mask is not None:
+            raise ValueError(
+                "This prediction cache holds one row per sample; per-token targets need a TokenPredictionCache."
+            )
+        return index
+
+    def rows_written_in(self, epoch: int) -> int:
+        """How many rows already hold a prediction made in ``epoch`` (one host sync)."""
+        return int((self.stamps == epoch).sum())
+
     def begin_epoch(self, epoch: int) -> None:
         """Hook before the first write of an epoch; the in-memory table needs nothing."""
 
@@ -88,6 +131,14 @@ class PredictionCache:
         if self.topk is None:
             return {"values": probs.to(self.dtype)}
         values, class_ids = probs.topk(self.topk, dim=-1)  # (B, k), (B, k)
+        return {"values": values.to(self.dtype), "class_ids": class_ids.to(self.class_ids.dtype)}
+
+    def compress_logits(self, logits: Tensor) -> dict[str, Tensor]:
+        """:meth:`compress` of ``softmax(logits)``; with ``topk`` without building the ``(B, C)`` probabilities."""
+        if self.topk is None or logits.shape[-1] != self.num_classes:
+            return self.compress(logits.float().softmax(dim=-1))
+        top_logits, class_ids = logits.topk(self.topk, dim=-1)  # (B, k), (B, k)
+        values = (top_logits.float() - logits.float().logsumexp(dim=-1, keepdim=True)).exp()  # top-k probabilities
         return {"values": values.to(self.dtype), "class_ids": class_ids.to(self.class_ids.dtype)}
 
     def check_indices(self, indices: Tensor) -> None:
@@ -124,19 +175,30 @@ class PredictionCache:
             rows written in an earlier epoch.
 
         """
-        cpu_indices = indices.to(self.device, torch.long)
-        self.check_indices(cpu_indices)
-        stamps = self.stamps[cpu_indices]
-        valid = (stamps != _NEVER) & (stamps < epoch)  # (B,)
-        values = self.values[cpu_indices].float()  # (B, C) or (B, k)
-        if self.class_ids is None:
-            probs = values
-        else:
+        teacher = self.read_teacher(indices, epoch)
+        return teacher.dense(self.num_classes), teacher.valid
+
+    @torch.no_grad()
+    def read_teacher(self, keys: Tensor, epoch: int) -> TeacherRows:
+        """The teachers of table rows ``keys`` ``(R,)`` at 0-based ``epoch``, sparse when the cache keeps the top-k.
+
+        A row is valid if it was written in an earlier epoch. Top-k values are renormalised to sum to one.
+        """
+        local_keys = keys.to(self.device, torch.long)
+        self.check_indices(local_keys)
+        stamps, values, class_ids = self._gather(local_keys)  # (R,), (R, C) or (R, k), (R, k) or None
+        valid = (stamps != _NEVER) & (stamps < epoch)  # (R,)
+        values = values.float()
+        if class_ids is not None:
             values = values / values.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
-            probs = torch.zeros(len(cpu_indices), self.num_classes, device=self.device)
-            probs.scatter_(1, self.class_ids[cpu_indices].long(), values)
-        probs = probs * valid[:, None]
-        return probs.to(indices.device), valid.to(indices.device)
+            class_ids = class_ids.long().to(keys.device)
+        values = values * valid[:, None]
+        return TeacherRows(values.to(keys.device), class_ids, valid.to(keys.device))
+
+    def _gather(self, keys: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The stored ``(stamps, values, class_ids)`` of rows ``keys``."""
+        class_ids = None if self.class_ids is None else self.class_ids[keys]
+        return self.stamps[keys], self.values[keys], class_ids
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to restore the table exactly (stored on CPU)."""

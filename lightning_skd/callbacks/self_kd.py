@@ -22,7 +22,8 @@ from typing_extensions import override
 
 from lightning_skd.callbacks.alpha_schedules import NAMED_SCHEDULES, AlphaSchedule
 from lightning_skd.callbacks.disk_prediction_cache import DiskPredictionCache
-from lightning_skd.callbacks.prediction_cache import PredictionCache, check_index_range
+from lightning_skd.callbacks.prediction_cache import PredictionCache, TeacherRows, check_index_range
+from lightning_skd.callbacks.token_prediction_cache import TokenPredictionCache
 from lightning_skd.functional.soft_targets import self_kd_cross_entropy, self_kd_targets, soft_target_cross_entropy
 from lightning_skd.regularizers.mixing import MixInfo
 
@@ -35,15 +36,24 @@ class SelfKDBatch:
     """The parts of a training batch the callback needs."""
 
     inputs: Any  # what the model's forward takes; used by the snapshot teacher
-    target: Tensor  # (B,) class indices
+    target: Tensor  # (B,) class indices, or (B, T) token ids with padding at the callback's ignore_index
     index: Tensor | None  # (B,) position of each sample in the training dataset; required in cache mode
 
 
 @dataclass
 class _TeacherForBatch:
-    probs: Tensor  # (B, C) teacher probabilities, zeros where `valid` is False
-    valid: Tensor  # (B,) bool: the sample has a teacher
-    index: Tensor | None  # (B,)
+    """The current batch as rows: one per sample, or one per non-padding target token (row-major)."""
+
+    teacher: TeacherRows | None  # None: no teacher table yet (cache mode before the first write)
+    target: Tensor  # (R,) class of each row
+    mask: Tensor | None  # (B, T) token positions that are rows; None for (B,) targets
+    index: Tensor | None  # (B,) dataset indices (cache mode)
+    keys: Tensor | None  # (R,) cache rows; None until the cache exists
+
+
+def _as_rows(scores: Tensor, mask: Tensor | None) -> Tensor:
+    """``(B, C)`` scores as they are; ``(B, T, C)`` token scores -> ``(R, C)`` rows of the positions in ``mask``."""
+    return scores if mask is None else scores[mask]
 
 
 class SelfKDCallback(Callback):
@@ -65,6 +75,14 @@ class SelfKDCallback(Callback):
     :class:`~lightning_skd.callbacks.AlphaSchedule`, or any callable ``(epoch, max_epochs) -> alpha`` with the 1-based
     epoch. Logged each epoch: ``skd/alpha``, ``skd/teacher_acc`` (teacher argmax agrees with the label) and
     ``skd/teacher_coverage`` (fraction of training samples that had a teacher).
+
+    Sequence outputs (translation, language modelling) distil per token: with ``logits (B, T, V)`` and
+    ``target (B, T)`` every non-padding token (``target != ignore_index``) gets its own soft target
+    ``(1 - alpha_t) * onehot(y_t) + alpha_t * P_teacher(y_t | x, y_<t)``; padding adds no loss, no gradient and no
+    cache row. The snapshot teacher runs with teacher forcing on the same batch inputs; the cache keeps each token's
+    past prediction in a :class:`~lightning_skd.callbacks.TokenPredictionCache` keyed by (sample index, position),
+    sized from the training set's target lengths (:meth:`target_lengths`). Use ``cache_topk`` (e.g. 8) and
+    ``cache_dtype="float16"`` there: a dense row per token would cost ``4 * V`` bytes.
 
     The module's side of the contract is one call in ``training_step``::
 
@@ -89,6 +107,7 @@ class SelfKDCallback(Callback):
             committed atomically at each epoch end; see :class:`~lightning_skd.callbacks.DiskPredictionCache`.
         cache_keep_generations: With ``cache_dir``: finished epochs kept on disk, so older checkpoints can resume.
         refresh_every_n_steps: Snapshot mode only: also refresh the teacher every this many optimizer steps.
+        ignore_index: Target value of padding in ``(B, T)`` sequence targets.
 
     """
 
@@ -104,6 +123,7 @@ class SelfKDCallback(Callback):
         cache_dir: str | None = None,
         cache_keep_generations: int = 2,
         refresh_every_n_steps: int | None = None,
+        ignore_index: int = -100,
     ) -> None:
         if mode not in ("cache", "snapshot"):
             raise ValueError(f"`mode` must be 'cache' or 'snapshot', got {mode!r}.")
@@ -143,6 +163,8 @@ class SelfKDCallback(Callback):
                 raise ValueError(
                     f"`refresh_every_n_steps` must be a positive integer or None, got {refresh_every_n_steps!r}."
                 )
+        if not isinstance(ignore_index, int) or isinstance(ignore_index, bool):
+            raise ValueError(f"`ignore_index` must be an integer, got {ignore_index!r}.")
         self.mode = mode
         self.alpha_T = alpha_T
         self.schedule = schedule
@@ -153,9 +175,10 @@ class SelfKDCallback(Callback):
         self.cache_dir = cache_dir
         self.cache_keep_generations = cache_keep_generations
         self.refresh_every_n_steps = refresh_every_n_steps
+        self.ignore_index = ignore_index
 
         self.alpha: float = 0.0  # alpha_t of the current epoch
-        self.cache: PredictionCache | None = None
+        self.cache: PredictionCache | TokenPredictionCache | None = None
         self.teacher: pl.LightningModule | None = None
         self._has_teacher = False  # snapshot mode: the teacher holds weights from a finished epoch or refresh
         self._last_refresh_step = 0
@@ -166,7 +189,7 @@ class SelfKDCallback(Callback):
         self._restored = False  # load_state_dict ran since the last fit started: keep that state
         self._global_rank = 0
         self._batch_teacher: _TeacherForBatch | None = None
-        self._predictions: Tensor | None = None  # (B, C) student probabilities of the current batch
+        self._predictions: Tensor | None = None  # (R, C) detached student logits of the current batch's rows
         self._batch_mixed = False  # the current batch's images were mixed: its predictions are not cached
         self._loss_calls = 0
         self._teacher_correct = torch.zeros(())
@@ -195,8 +218,31 @@ class SelfKDCallback(Callback):
         )
 
     def teacher_logits(self, teacher: pl.LightningModule, inputs: Any) -> Tensor:
-        """Snapshot mode: the teacher's logits ``(B, C)`` for the batch inputs. Override if forward differs."""
+        """Snapshot mode: the teacher's logits ``(B, C)`` (or ``(B, T, V)`` with teacher forcing) for the inputs.
+
+        Override if the forward differs.
+        """
         return teacher(inputs)
+
+    def target_lengths(self, trainer: pl.Trainer) -> Tensor:
+        """Cache mode with sequence targets: the number of target tokens of every training sample, ``(N,)``.
+
+        Taken from ``trainer.datamodule.train_target_lengths()`` or, without a DataModule, from the training dataset's
+        ``target_lengths`` attribute. Override to take it from elsewhere.
+        """
+        datamodule = getattr(trainer, "datamodule", None)
+        if datamodule is not None and callable(getattr(datamodule, "train_target_lengths", None)):
+            return torch.as_tensor(datamodule.train_target_lengths(), dtype=torch.long)
+        loader = trainer.train_dataloader
+        lengths = getattr(getattr(loader, "dataset", None), "target_lengths", None)
+        if lengths is not None:
+            return torch.as_tensor(lengths, dtype=torch.long)
+        raise ValueError(
+            "SelfKDCallback(mode='cache') with sequence targets (B, T) needs the number of target tokens of every "
+            "training sample to lay out its token cache: give the DataModule a `train_target_lengths()` method "
+            "(lightning_skd.data.ParallelTextDataModule has one) or the training dataset a `target_lengths` tensor, "
+            "override SelfKDCallback.target_lengths, or use mode='snapshot'."
+        )
 
     def alpha_for_epoch(self, epoch: int, max_epochs: int | None) -> float:
         """Teacher weight for the 1-based ``epoch``; validated to lie in [0, 1]."""
@@ -209,59 +255,63 @@ class SelfKDCallback(Callback):
     def loss(self, logits: Tensor, target: Tensor, mix: MixInfo | None = None) -> Tensor:
         """Self-KD cross-entropy of the current training batch; called through :func:`self_kd_loss`.
 
-        With ``mix`` (the batch's images were mixed by CutMix / Mixup) the target of sample ``i`` is
-        ``mix.lam * s_i + (1 - mix.lam) * s_perm[i]``, ``s`` the Self-KD soft targets of the *un-mixed* samples (see
-        :meth:`soft_targets`), and the batch's predictions are not written to the cache.
+        ``logits (B, C)`` with ``target (B,)``, or token logits ``(B, T, V)`` with ``target (B, T)`` (the mean over
+        non-padding tokens). With ``mix`` (the batch's images were mixed by CutMix / Mixup) the target of sample
+        ``i`` is ``mix.lam * s_i + (1 - mix.lam) * s_perm[i]``, ``s`` the Self-KD soft targets of the *un-mixed*
+        samples (see :meth:`soft_targets`), and the batch's predictions are not written to the cache.
         """
         if self._batch_teacher is None:
             raise RuntimeError(
                 "SelfKDCallback.loss was called outside a training batch; call lightning_skd.self_kd_loss from "
                 "training_step only."
             )
-        if logits.ndim != 2 or logits.shape[0] != target.shape[0]:
+        batch = self._batch_teacher
+        self._check_loss_inputs(logits, target, mix)
+        if self.num_classes is not None and logits.shape[-1] != self.num_classes:
             raise ValueError(
-                f"self_kd_loss expects logits of shape (B, C) and target (B,), got {tuple(logits.shape)} and "
-                f"{tuple(target.shape)}."
-            )
-        if self.num_classes is not None and logits.shape[1] != self.num_classes:
-            raise ValueError(
-                f"SelfKDCallback(num_classes={self.num_classes}) but the model outputs {logits.shape[1]} classes."
+                f"SelfKDCallback(num_classes={self.num_classes}) but the model outputs {logits.shape[-1]} classes."
             )
         self._loss_calls += 1
-        teacher = self._batch_teacher
-        probs = logits.detach().float().softmax(dim=-1)  # (B, C)
-        self._predictions = probs
+        rows = _as_rows(logits, batch.mask)  # (R, C)
+        self._predictions = rows.detach()
         self._batch_mixed = mix is not None
-        if teacher.probs.shape[-1] not in (0, logits.shape[-1]):
+        teacher = batch.teacher
+        if teacher is not None and teacher.class_ids is None and teacher.values.shape[-1] != logits.shape[-1]:
             raise ValueError(
-                f"The teacher predicts {teacher.probs.shape[-1]} classes but the model outputs {logits.shape[-1]}."
+                f"The teacher predicts {teacher.values.shape[-1]} classes but the model outputs {logits.shape[-1]}."
             )
         if mix is not None:  # (B, C) mixed soft targets; predictions on mixed images never enter the cache
             return soft_target_cross_entropy(logits, self.soft_targets(target, mix=mix))
-        if not teacher.probs.shape[-1]:  # no teacher tensor yet (first epoch before the cache exists)
-            return F.cross_entropy(logits.float(), target)
-        alpha = self.alpha * teacher.valid.float()  # (B,): no teacher -> hard label (alpha 0 is plain CE)
-        return self_kd_cross_entropy(logits, target, teacher.probs, alpha)
+        if teacher is None:  # no teacher tensor yet (first epoch before the cache exists)
+            return F.cross_entropy(rows.float(), batch.target)
+        alpha = self.alpha * teacher.valid.float()  # (R,): no teacher -> hard label (alpha 0 is plain CE)
+        return self_kd_cross_entropy(rows, batch.target, teacher.values, alpha, teacher_class_ids=teacher.class_ids)
 
     def soft_targets(self, target: Tensor, mix: MixInfo | None = None) -> Tensor:
-        """The current training batch's soft targets ``s_i = (1 - a_i) onehot(y_i) + a_i P_teacher(x_i)``, ``(B, C)``.
+        """The current training batch's soft targets ``s_i = (1 - a_i) onehot(y_i) + a_i P_teacher(x_i)``.
 
-        ``a_i`` is ``alpha_t`` for samples with a teacher and 0 for the others; ``P_teacher(x_i)`` is sample ``i``'s
-        own teacher row (its cached prediction, or the snapshot teacher on the un-mixed input). With ``mix`` the rows
-        are mixed as the images were: ``mix.lam * s_i + (1 - mix.lam) * s_perm[i]``. :meth:`loss` uses this matrix
-        for mixed batches and computes the same cross-entropy without building it otherwise.
+        ``(B, C)`` for class targets; ``(B, T, V)`` for token targets, with zero rows at padding. ``a_i`` is
+        ``alpha_t`` for rows with a teacher and 0 for the others; ``P_teacher(x_i)`` is row ``i``'s own teacher (its
+        cached prediction, or the snapshot teacher on the un-mixed input). With ``mix`` the rows are mixed as the
+        images were: ``mix.lam * s_i + (1 - mix.lam) * s_perm[i]``. :meth:`loss` uses this matrix for mixed
+        batches and computes the same cross-entropy without building it otherwise.
         """
         if self._batch_teacher is None:
             raise RuntimeError("SelfKDCallback.soft_targets is only available during a training batch.")
-        teacher = self._batch_teacher
-        if not bool(teacher.valid.any()):
-            num_classes = self._predictions.shape[-1] if self._predictions is not None else self.num_classes
-            if num_classes is None:
-                raise RuntimeError("Call soft_targets after self_kd_loss (the number of classes is not known yet).")
-            targets = F.one_hot(target, num_classes).float()
+        batch = self._batch_teacher
+        teacher = batch.teacher
+        num_classes = self._predictions.shape[-1] if self._predictions is not None else self.num_classes
+        if num_classes is None:
+            raise RuntimeError("Call soft_targets after self_kd_loss (the number of classes is not known yet).")
+        if teacher is None or not bool(teacher.valid.any()):
+            rows = F.one_hot(batch.target, num_classes).float()  # (R, C)
         else:
-            targets = self_kd_targets(target, teacher.probs, self.alpha * teacher.valid.float())
-        return targets if mix is None else mix.mix(targets)
+            rows = self_kd_targets(batch.target, teacher.dense(num_classes), self.alpha * teacher.valid.float())
+        if batch.mask is not None:
+            tokens = rows.new_zeros(*batch.mask.shape, num_classes)  # (B, T, V), zeros at padding
+            tokens[batch.mask] = rows
+            return tokens
+        return rows if mix is None else mix.mix(rows)
 
     # ---------------------------------------------------------------- hooks, in lifecycle order
     @override
@@ -302,14 +352,16 @@ class SelfKDCallback(Callback):
         if self.mode == "cache":
             self._num_samples = self._train_dataset_length(trainer)
             if self._disk_state is not None:
-                self._create_cache(self._disk_state["num_classes"], pl_module, restore=self._disk_state)
+                rows_state = self._disk_state.get("rows", self._disk_state)
+                token_level = self._disk_state.get("layout") == "token"
+                self._create_cache(rows_state["num_classes"], pl_module, token_level, restore=self._disk_state)
                 self._disk_state = None
-            elif self.cache is not None:
+            elif self.cache is not None:  # restored from a checkpoint's in-memory table
                 self._check_cache_matches_dataset()
                 self._warn_if_resumed_mid_epoch(trainer.current_epoch)
                 self.cache.to(self._cache_device(pl_module))
-            elif self.num_classes is not None:
-                self._create_cache(self.num_classes, pl_module)
+            if isinstance(self.cache, TokenPredictionCache):
+                self.cache.check_lengths(self.target_lengths(trainer))
             rank_zero_info(f"SelfKDCallback: cache mode over {self._num_samples} training samples.")
 
     @override
@@ -327,9 +379,11 @@ class SelfKDCallback(Callback):
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        """Look up (cache) or compute (snapshot) the teacher distribution of this batch."""
+        """Look up (cache) or compute (snapshot) the teacher distribution of this batch's rows."""
         parts = self.unpack_batch(batch)
-        target = parts.target
+        mask = None if parts.target.ndim == 1 else parts.target != self.ignore_index  # (B, T) token rows
+        target = _as_rows(parts.target, mask)  # (R,)
+        teacher, index, keys = None, None, None
         if self.mode == "cache":
             if parts.index is None:
                 raise ValueError(
@@ -341,28 +395,22 @@ class SelfKDCallback(Callback):
             if self.cache is None:
                 if self._num_samples is not None:
                     check_index_range(index, self._num_samples)
-                probs, valid = (
-                    target.new_zeros((len(target), 0), dtype=torch.float32),
-                    torch.zeros_like(target, dtype=torch.bool),
-                )
             else:
-                probs, valid = self.cache.read(index, trainer.current_epoch)
-        else:
-            index = None
-            valid = torch.full_like(target, self._has_teacher, dtype=torch.bool)
-            if self._has_teacher:
-                with torch.no_grad(), trainer.precision_plugin.forward_context():
-                    probs = self.teacher_logits(self.teacher, parts.inputs).float().softmax(dim=-1)
-            else:
-                probs = target.new_zeros((len(target), 0), dtype=torch.float32)
-        self._batch_teacher = _TeacherForBatch(probs=probs, valid=valid, index=index)
+                keys = self.cache.keys(index, mask)
+                teacher = self.cache.read_teacher(keys, trainer.current_epoch)
+        elif self._has_teacher:
+            with torch.no_grad(), trainer.precision_plugin.forward_context():
+                logits = _as_rows(self.teacher_logits(self.teacher, parts.inputs), mask)  # (R, C)
+            valid = torch.ones_like(target, dtype=torch.bool)
+            teacher = TeacherRows(logits.float().softmax(dim=-1), None, valid)
+        self._batch_teacher = _TeacherForBatch(teacher=teacher, target=target, mask=mask, index=index, keys=keys)
         self._predictions = None
         self._batch_mixed = False
         self._loss_calls = 0
-        if probs.shape[-1]:  # accumulated on the device: no host sync per step
-            agree = probs.argmax(dim=-1) == target
-            self._teacher_correct += (agree & valid).sum()
-            self._teacher_count += valid.sum()
+        if teacher is not None:  # accumulated on the device: no host sync per step
+            agree = teacher.argmax() == target
+            self._teacher_correct += (agree & teacher.valid).sum()
+            self._teacher_count += teacher.valid.sum()
         self._seen += len(target)
 
     @override
@@ -380,16 +428,18 @@ class SelfKDCallback(Callback):
                 f"lightning_skd.self_kd_loss was called {self._loss_calls} times in one training step; call it once."
             )
         if self.mode == "cache":
-            predictions, index = self._predictions, self._batch_teacher.index
-            if self._batch_mixed:  # predictions on mixed images are no sample's prediction: write no row
-                predictions, index = predictions[:0], index[:0]
+            batch = self._batch_teacher
             if self.cache is None:
-                self._create_cache(predictions.shape[-1], pl_module)
-            payload = self.cache.compress(predictions)
+                self._create_cache(self._predictions.shape[-1], pl_module, token_level=batch.mask is not None)
+            keys = batch.keys if batch.keys is not None else self.cache.keys(batch.index, batch.mask)
+            predictions = self._predictions
+            if self._batch_mixed:  # predictions on mixed images are no sample's prediction: write no row
+                predictions, keys = predictions[:0], keys[:0]
+            payload = self.cache.compress_logits(predictions)
             # every rank takes part in the gather, also with no rows (another rank's batch may be un-mixed)
-            index, payload = self._all_gather_rows(trainer, index, payload)
-            if len(index):
-                self.cache.write(index, payload, trainer.current_epoch)
+            keys, payload = self._all_gather_rows(trainer, keys, payload)
+            if len(keys):
+                self.cache.write(keys, payload, trainer.current_epoch)
         elif self.refresh_every_n_steps and trainer.global_step > self._last_refresh_step:
             if trainer.global_step % self.refresh_every_n_steps == 0:
                 self._refresh_teacher(pl_module, trainer.global_step)
@@ -448,10 +498,14 @@ class SelfKDCallback(Callback):
         self._has_teacher = state["has_teacher"]
         self._last_refresh_step = state["last_refresh_step"]
         self._finished_epoch = state.get("finished_epoch", -1)
-        if state["cache"] is not None and "committed_epoch" in state["cache"]:
-            self._disk_state = state["cache"]  # opened in on_train_start, once this process's rank is known
-        elif state["cache"] is not None:
-            self.cache = PredictionCache.from_state_dict(state["cache"])
+        cache_state = state["cache"]
+        rows_state = cache_state.get("rows", cache_state) if cache_state is not None else None
+        if rows_state is not None and "committed_epoch" in rows_state:
+            self._disk_state = cache_state  # opened in on_train_start, once this process's rank is known
+        elif cache_state is not None and cache_state.get("layout") == "token":
+            self.cache = TokenPredictionCache(cache_state["lengths"], PredictionCache.from_state_dict(rows_state))
+        elif cache_state is not None:
+            self.cache = PredictionCache.from_state_dict(cache_state)
         if state["teacher"] is not None and self.teacher is not None:
             self.teacher.load_state_dict(state["teacher"])
             self._pending_state = None
@@ -500,25 +554,63 @@ class SelfKDCallback(Callback):
             self.cache.end_epoch(trainer.current_epoch)
 
     def _create_cache(
-        self, num_classes: int, pl_module: pl.LightningModule, restore: dict[str, Any] | None = None
+        self,
+        num_classes: int,
+        pl_module: pl.LightningModule,
+        token_level: bool = False,
+        restore: dict[str, Any] | None = None,
     ) -> None:
+        """One row per sample, or (``token_level``) a token cache over the training set's target lengths."""
+        lengths = None
+        num_rows = self._num_samples
+        if token_level:
+            lengths = restore["lengths"] if restore is not None else self.target_lengths(pl_module.trainer)
+            num_rows = int(torch.as_tensor(lengths).sum())
+            if len(lengths) != self._num_samples:
+                raise ValueError(
+                    f"The training set's target lengths cover {len(lengths)} samples but the training dataset has "
+                    f"{self._num_samples}: SelfKDCallback.target_lengths must give one length per training sample."
+                )
         if self.cache_dir is None:
-            self.cache = PredictionCache(
-                self._num_samples, num_classes, self.cache_dtype, self.cache_topk, self._cache_device(pl_module)
+            device = self._cache_device(pl_module)
+            rows = PredictionCache(num_rows, num_classes, self.cache_dtype, self.cache_topk, device)
+        else:
+            folder = Path(self.cache_dir) / f"rank{self._global_rank}"
+            rows = DiskPredictionCache(
+                folder, num_rows, num_classes, self.cache_dtype, self.cache_topk, self.cache_keep_generations
             )
-            return
-        folder = Path(self.cache_dir) / f"rank{self._global_rank}"
-        cache = DiskPredictionCache(
-            folder, self._num_samples, num_classes, self.cache_dtype, self.cache_topk, self.cache_keep_generations
-        )
-        if restore is not None:
-            cache.restore(restore)
-        elif cache.holds_generations:
-            raise FileExistsError(
-                f"SelfKDCallback(cache_dir={self.cache_dir!r}): {folder} holds a prediction cache from another run. "
-                "Resume that run from its checkpoint (ckpt_path=...), or delete the folder / choose a new cache_dir."
+            if restore is not None:
+                rows.restore(restore.get("rows", restore))
+            elif rows.holds_generations:
+                raise FileExistsError(
+                    f"SelfKDCallback(cache_dir={self.cache_dir!r}): {folder} holds a prediction cache from another "
+                    "run. Resume that run from its checkpoint (ckpt_path=...), or delete the folder / choose a new "
+                    "cache_dir."
+                )
+        self.cache = rows if lengths is None else TokenPredictionCache(lengths, rows)
+        if token_level and restore is None:
+            rank_zero_info(
+                f"SelfKDCallback: token cache over {num_rows} target tokens of {len(lengths)} samples "
+                f"({self.cache.nbytes / 2**20:.1f} MiB)."
             )
-        self.cache = cache
+
+    def _check_loss_inputs(self, logits: Tensor, target: Tensor, mix: MixInfo | None) -> None:
+        batch = self._batch_teacher
+        classes = logits.ndim == 2 and target.ndim == 1
+        tokens = logits.ndim == 3 and target.ndim == 2
+        if not (classes or tokens) or logits.shape[: target.ndim] != target.shape:
+            raise ValueError(
+                "self_kd_loss expects logits (B, C) with target (B,), or token logits (B, T, V) with target (B, T), "
+                f"got {tuple(logits.shape)} and {tuple(target.shape)}."
+            )
+        if (batch.mask is not None) != tokens or (tokens and target.shape != batch.mask.shape):
+            raise ValueError(
+                f"self_kd_loss got target of shape {tuple(target.shape)} but the training batch's target has "
+                f"{'shape ' + str(tuple(batch.mask.shape)) if batch.mask is not None else 'one class per sample'}; "
+                "pass the batch's own target."
+            )
+        if tokens and mix is not None:
+            raise ValueError("`mix` (CutMix / Mixup) is defined for (B, C) classification, not for token targets.")
 
     def _check_cache_matches_dataset(self) -> None:
         if self.cache is not None and self.cache.num_samples != self._num_samples:
@@ -529,10 +621,11 @@ class SelfKDCallback(Callback):
             )
 
     def _warn_if_resumed_mid_epoch(self, epoch: int) -> None:
-        already_written = int((self.cache.stamps == epoch).sum())
+        already_written = self.cache.rows_written_in(epoch)
         if already_written:
+            unit = "target tokens" if isinstance(self.cache, TokenPredictionCache) else "samples"
             rank_zero_warn(
-                f"SelfKDCallback: the checkpoint was taken during epoch {epoch}; {already_written} samples already "
+                f"SelfKDCallback: the checkpoint was taken during epoch {epoch}; {already_written} {unit} already "
                 "hold their prediction of this epoch. If the restarted epoch meets them again they are trained on "
                 "their hard label (their epoch-(t-1) prediction was overwritten) and keep that prediction. Resume "
                 "from an end-of-epoch checkpoint for bit-exact Self-KD."
@@ -577,12 +670,14 @@ class SelfKDCallback(Callback):
 def self_kd_loss(module: pl.LightningModule, logits: Tensor, target: Tensor, mix: MixInfo | None = None) -> Tensor:
     """The training loss of ``module``: Self-KD cross-entropy if a :class:`SelfKDCallback` is attached.
 
-    Without the callback (a baseline run) this is plain cross-entropy, so one ``training_step`` serves both.
+    Without the callback (a baseline run) this is plain cross-entropy, so one ``training_step`` serves both. Sequence
+    outputs are distilled per token: ``logits (B, T, V)`` with ``target (B, T)``, the loss being the mean over the
+    non-padding tokens (padding at the callback's ``ignore_index``; -100 without a callback).
 
     Args:
         module: The LightningModule whose ``training_step`` calls this.
-        logits: Its logits for the batch, shape ``(B, C)``.
-        target: Class indices of the un-mixed samples, shape ``(B,)``.
+        logits: Its logits for the batch, shape ``(B, C)``, or ``(B, T, V)`` for token targets.
+        target: Class indices of the un-mixed samples, shape ``(B,)``, or token ids ``(B, T)``.
         mix: How the batch's images were mixed (CutMix / Mixup, :mod:`lightning_skd.regularizers`), or ``None``.
             The targets are then mixed with the same pairs and weight: Self-KD soft targets with the callback
             (:meth:`SelfKDCallback.soft_targets`), one-hot labels without it.
@@ -594,6 +689,8 @@ def self_kd_loss(module: pl.LightningModule, logits: Tensor, target: Tensor, mix
         >>> import pytorch_lightning as pl
         >>> self_kd_loss(pl.LightningModule(), torch.zeros(2, 4), torch.tensor([0, 1]))  # no trainer: plain CE
         tensor(1.3863)
+        >>> self_kd_loss(pl.LightningModule(), torch.zeros(1, 3, 4), torch.tensor([[0, 1, -100]]))  # token CE
+        tensor(1.3863)
 
     """
     trainer = module._trainer
@@ -602,4 +699,6 @@ def self_kd_loss(module: pl.LightningModule, logits: Tensor, target: Tensor, mix
         return callbacks[0].loss(logits, target, mix=mix)
     if mix is not None:
         return soft_target_cross_entropy(logits, mix.mix(F.one_hot(target, logits.shape[-1]).float()))
+    if logits.ndim == 3:  # (B, T, V) tokens: cross_entropy wants the classes in dimension 1
+        return F.cross_entropy(logits.float().transpose(1, 2), target, ignore_index=-100)
     return F.cross_entropy(logits.float(), target)

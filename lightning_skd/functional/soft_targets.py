@@ -63,7 +63,12 @@ def soft_target_cross_entropy(logits: Tensor, soft_targets: Tensor, reduction: s
 
 
 def self_kd_cross_entropy(
-    logits: Tensor, target: Tensor, teacher_probs: Tensor | None, alpha: float | Tensor, reduction: str = "mean"
+    logits: Tensor,
+    target: Tensor,
+    teacher_probs: Tensor | None,
+    alpha: float | Tensor,
+    reduction: str = "mean",
+    teacher_class_ids: Tensor | None = None,
 ) -> Tensor:
     """Cross-entropy against the Self-KD soft targets, without building the one-hot matrix.
 
@@ -73,9 +78,12 @@ def self_kd_cross_entropy(
     Args:
         logits: Student logits, shape ``(N, C)``.
         target: Class indices, shape ``(N,)``.
-        teacher_probs: Teacher probabilities ``(N, C)``, or ``None`` for no teacher (plain cross-entropy).
+        teacher_probs: Teacher probabilities ``(N, C)``, or ``None`` for no teacher (plain cross-entropy); with
+            ``teacher_class_ids`` the ``(N, k)`` probabilities of those classes (all other classes have zero).
         alpha: Teacher weight, a scalar or ``(N,)``; a sample with alpha 0 is trained on its hard label alone.
         reduction: ``"mean"`` over samples, ``"sum"`` or ``"none"``.
+        teacher_class_ids: Class ids ``(N, k)`` of a sparse (top-k) teacher; the full ``(N, C)`` teacher matrix is
+            then never built (a vocabulary-sized output makes it as large as the logits).
 
     Returns:
         The loss, a scalar or shape ``(N,)``.
@@ -87,6 +95,9 @@ def self_kd_cross_entropy(
         tensor(0.1269)
         >>> self_kd_cross_entropy(logits, torch.tensor([0, 1]), teacher, alpha=1.0)
         tensor(1.1269)
+        >>> ids = torch.tensor([[0, 1], [1, 0]])  # the same teacher, stored sparsely
+        >>> self_kd_cross_entropy(logits, torch.tensor([0, 1]), teacher, alpha=1.0, teacher_class_ids=ids)
+        tensor(1.1269)
 
     """
     log_probs = F.log_softmax(logits.float(), dim=-1)  # (N, C)
@@ -94,7 +105,8 @@ def self_kd_cross_entropy(
     if teacher_probs is None:
         return _reduce(hard, reduction)
     alpha = _as_per_sample_alpha(alpha, logits.shape[0], logits)
-    soft = -(teacher_probs.float() * log_probs).sum(dim=-1)  # (N,)
+    teacher_log_probs = log_probs if teacher_class_ids is None else log_probs.gather(1, teacher_class_ids.long())
+    soft = -(teacher_probs.float() * teacher_log_probs).sum(dim=-1)  # (N,)
     return _reduce((1.0 - alpha) * hard + alpha * soft, reduction)
 
 
