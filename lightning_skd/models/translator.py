@@ -268,25 +268,34 @@ class Translator(pl.LightningModule):
         noise = self.hparams.embedding_noise_std if self.training else 0.0
         return self.model(inputs.source, inputs.source_lengths, inputs.target_input, embedding_noise_std=noise)
 
+    def objective(self, logits: Tensor, target: Tensor) -> Tensor:
+        """The configured training loss of ``logits (B, T, V)`` for ``target (B, T)``, mean over non-padding tokens.
+
+        SKD (Eq. 12) with ``skd``, label-smoothed cross-entropy with ``label_smoothing > 0``, otherwise
+        :func:`~lightning_skd.self_kd_loss` (token-level Self-KD with a ``SelfKDCallback``, plain cross-entropy
+        without).
+        """
+        if self.skd_loss is not None:
+            return self.skd_loss(logits, target, self.model.output_embedding, step=self.global_step)
+        if self.hparams.label_smoothing > 0:
+            return F.cross_entropy(
+                logits.float().transpose(1, 2),  # (B, V, T): classes in dimension 1
+                target,
+                ignore_index=IGNORE_INDEX,
+                label_smoothing=self.hparams.label_smoothing,
+            )
+        return self_kd_loss(self, logits, target)
+
     @override
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         """The configured objective, averaged over the batch's non-padding target tokens."""
         target = batch["target"]  # (B, T), IGNORE_INDEX at padding
         logits = self(batch["input"])  # (B, T, V)
         tokens = int((target != IGNORE_INDEX).sum())
+        loss = self.objective(logits, target)
         if self.skd_loss is not None:
-            loss = self.skd_loss(logits, target, self.model.output_embedding, step=self.global_step)
             self.log("skd/q_n", self.skd_loss.last_q_n, on_step=True, on_epoch=False, batch_size=tokens)
             self.log("skd/mismatch", self.skd_loss.last_mismatch, on_step=True, on_epoch=False, batch_size=tokens)
-        elif self.hparams.label_smoothing > 0:
-            loss = F.cross_entropy(
-                logits.float().transpose(1, 2),  # (B, V, T): classes in dimension 1
-                target,
-                ignore_index=IGNORE_INDEX,
-                label_smoothing=self.hparams.label_smoothing,
-            )
-        else:
-            loss = self_kd_loss(self, logits, target)  # token CE, or Self-KD with the callback
         # Epoch value: token-weighted mean over all processes, synchronised once at the end of the epoch.
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=tokens, sync_dist=True)
         return loss
