@@ -23,7 +23,9 @@ class PredictionWriter(BasePredictionWriter):
     unless the config already has a prediction writer.
 
     ``predict_step`` must return a dict of tensors whose first dimension is the batch, with the samples' dataset
-    positions under ``"index"`` (as the modules of :mod:`lightning_skd.models` do).
+    positions under ``"index"`` (as the modules of :mod:`lightning_skd.models` do). Rows of one key whose other
+    dimensions differ between batches (e.g. hypotheses of different lengths) are right-padded with zeros to the
+    largest size; return the real lengths alongside.
 
     Args:
         output_dir: Folder of the file; ``None`` uses ``trainer.log_dir`` (or ``default_root_dir`` without a logger).
@@ -80,13 +82,26 @@ def _concatenate(predictions: Any) -> dict[str, Tensor]:
             )
     if not batches:
         return {"index": torch.zeros(0, dtype=torch.long)}
-    return {key: torch.cat([b[key].detach().cpu() for b in batches]) for key in batches[0]}
+    return {key: _cat_padded([b[key].detach().cpu() for b in batches]) for key in batches[0]}
+
+
+def _cat_padded(tensors: list[Tensor]) -> Tensor:
+    """Concatenate along dimension 0, right-padding the other dimensions with zeros where their sizes differ."""
+    shape = [max(t.shape[d] for t in tensors) for d in range(1, tensors[0].ndim)]
+    padded = []
+    for t in tensors:
+        if list(t.shape[1:]) != shape:
+            row = t.new_zeros((t.shape[0], *shape))
+            row[(slice(None), *(slice(0, n) for n in t.shape[1:]))] = t
+            t = row
+        padded.append(t)
+    return torch.cat(padded)
 
 
 def _merge(parts: list[dict[str, Tensor]]) -> dict[str, Tensor]:
     """Rows of all ranks, sorted by ``"index"``; a sample predicted twice is an error."""
     keys = max(parts, key=len).keys()
-    merged = {key: torch.cat([p[key] for p in parts if key in p]) for key in keys}
+    merged = {key: _cat_padded([p[key] for p in parts if key in p]) for key in keys}
     order = merged["index"].argsort(stable=True)
     merged = {key: value[order] for key, value in merged.items()}
     duplicates = merged["index"][1:][merged["index"][1:] == merged["index"][:-1]]

@@ -316,7 +316,7 @@ class SelfKDCallback(Callback):
     # ---------------------------------------------------------------- hooks, in lifecycle order
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Check the trainer and build the snapshot teacher when fitting starts."""
+        """Check the trainer when fitting starts (the snapshot teacher is copied in ``on_train_start``)."""
         if stage != "fit":
             return
         self._global_rank = trainer.global_rank
@@ -336,8 +336,8 @@ class SelfKDCallback(Callback):
                     f"SelfKDCallback(mode='snapshot') copies the whole model and cannot work with the sharded "
                     f"{strategy}; use mode='cache' (or a DDP strategy)."
                 )
-            if self.teacher is None:
-                self.teacher = self._make_teacher(pl_module)
+            # The teacher is copied in on_train_start, once the module's own setup has run (modules such as the
+            # Translator or LanguageModel(vocab_size=None) build their layers there, after the callbacks' setup).
         if self._pending_state is not None:
             self._apply_state(self._pending_state)
 
@@ -347,6 +347,10 @@ class SelfKDCallback(Callback):
         if not self._restored:  # a new run (e.g. the same callback in a second trainer.fit): nothing carries over
             self._start_afresh()
         self._restored = False
+        if self.mode == "snapshot" and self.teacher is None:
+            self.teacher = self._make_teacher(pl_module)
+            if self._pending_state is not None:  # restored from a checkpoint before the teacher existed
+                self._apply_state(self._pending_state)
         if self.teacher is not None:
             self.teacher.to(pl_module.device)
         if self.mode == "cache":

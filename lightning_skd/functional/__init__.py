@@ -1,5 +1,6 @@
 """Pure tensor functions: losses and metrics without state."""
 
+from lightning_skd.functional.bleu import bleu_from_statistics, bleu_statistics
 from lightning_skd.functional.calibration import expected_calibration_error
 from lightning_skd.functional.classification import negative_log_likelihood, top_k_error
 from lightning_skd.functional.detection import voc07_average_precision, voc07_interpolated_ap
@@ -18,6 +19,8 @@ from lightning_skd.functional.statistics import SampleStatistics, sample_statist
 
 __all__ = [
     "EmbeddingSKDOutput",
+    "bleu_from_statistics",
+    "bleu_statistics",
     "embedding_skd_loss",
     "embedding_skd_loss_with_stats",
     "embedding_skd_soft_target",

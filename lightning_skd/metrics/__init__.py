@@ -1,6 +1,7 @@
 """Stateful (``torchmetrics``) metrics: calibration and selective-classification metrics of the PS-KD paper."""
 
 from lightning_skd.metrics.aurc import AURC
+from lightning_skd.metrics.bleu import CorpusBLEU
 from lightning_skd.metrics.coco_map import COCOMeanAveragePrecision
 from lightning_skd.metrics.collection import CalibrationMetrics
 from lightning_skd.metrics.eaurc import EAURC
@@ -14,6 +15,7 @@ __all__ = [
     "AURC",
     "CalibrationMetrics",
     "COCOMeanAveragePrecision",
+    "CorpusBLEU",
     "EAURC",
     "ExpectedCalibrationError",
     "NegativeLogLikelihood",

@@ -53,3 +53,15 @@ def test_prediction_writer_rejects_outputs_without_indices(predictions, match):
 def test_prediction_writer_rejects_bad_filename():
     with pytest.raises(ValueError, match="`filename` must be a plain file name, got 'a/b.pt'"):
         PredictionWriter(filename="a/b.pt")
+
+
+def test_prediction_writer_pads_rows_of_different_lengths_with_zeros():
+    # e.g. translation hypotheses: each batch (and each rank) has its own longest row
+    batch0 = {"index": torch.tensor([0, 3]), "tokens": torch.tensor([[5, 6, 7], [8, 0, 0]])}
+    batch1 = {"index": torch.tensor([2]), "tokens": torch.tensor([[9]])}
+    rank0 = _concatenate([batch0, batch1])
+    assert rank0["tokens"].tolist() == [[5, 6, 7], [8, 0, 0], [9, 0, 0]]
+    rank1 = {"index": torch.tensor([1]), "tokens": torch.tensor([[4, 4, 4, 4]])}
+    merged = _merge([rank0, rank1])
+    assert merged["index"].tolist() == [0, 1, 2, 3]
+    assert merged["tokens"].tolist() == [[5, 6, 7, 0], [4, 4, 4, 4], [9, 0, 0, 0], [8, 0, 0, 0]]

@@ -224,7 +224,9 @@ def test_self_kd_callback_state_dict_round_trip_restores_snapshot_teacher():
     trainer([callback], max_epochs=2).fit(RecordingClassifier(), indexed_loader())
     restored = SelfKDCallback(mode="snapshot")
     restored.load_state_dict(callback.state_dict())
-    restored.setup(trainer([restored]), RecordingClassifier(), "fit")
+    module, restored_trainer = RecordingClassifier(), trainer([restored])
+    restored.setup(restored_trainer, module, "fit")
+    restored.on_train_start(restored_trainer, module)  # the teacher is copied once the module is set up
     torch.testing.assert_close(restored.teacher.linear.weight, callback.teacher.linear.weight)
     with pytest.raises(ValueError, match="mode='snapshot'"):
         SelfKDCallback(mode="cache").load_state_dict(callback.state_dict())
