@@ -212,3 +212,16 @@ def test_translator_learns_the_toy_pair_to_a_high_greedy_bleu(architecture, corp
     assert lines == [data.decode_target(r[:n].tolist()) for r, n in zip(rows["tokens"], rows["lengths"], strict=True)]
     references = (corpus / "test.tgt").read_text().splitlines()
     assert sacrebleu.corpus_bleu(lines, [references]).score == pytest.approx(test["test/bleu"], rel=1e-6)
+
+
+def test_translator_checkpoint_reloads_with_the_network_factory(corpus, tmp_path):
+    pl.seed_everything(0)
+    model = Translator(TINY_TRANSFORMER)
+    run = trainer(tmp_path, max_steps=2, limit_val_batches=0)
+    run.fit(model, datamodule=datamodule(corpus))
+    run.save_checkpoint(tmp_path / "model.ckpt")
+    # vocabulary sizes and special ids were filled in setup and saved; the network factory is passed again
+    reloaded = Translator.load_from_checkpoint(tmp_path / "model.ckpt", model=TINY_TRANSFORMER)
+    assert (reloaded.hparams.src_vocab_size, reloaded.hparams.pad_id) == (model.hparams.src_vocab_size, 0)
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(reloaded.state_dict()[name], value)
