@@ -39,13 +39,14 @@ Overlong = Literal["filter", "truncate", "error", "keep"]
 _WHERE_TO_GET = (
     "Expected plain-text parallel files <prefix>.<lang>, one sentence per line, line i of the source file translated "
     "by line i of the target file, e.g. data/iwslt15_en_de/{train,valid,test}.{en,de}. "
-    "IWSLT15 En-De: the 2015-01/texts/en/de/en-de.tgz release of the IWSLT evaluation campaign (WIT3; "
-    "train.tags.en-de.* with the XML tags removed -> train.*, IWSLT15.TED.dev2010 -> valid.*, tst2012/2013 -> test.*; "
-    "also on the Hugging Face Hub as the iwslt2017 data set). Multi30k De-En: the multi30k/dataset repository's "
-    "data/task1/raw/{train,val,test_2016_flickr}.{de,en} (rename val -> valid, test_2016_flickr -> test). WMT15: "
-    "the news-commentary / europarl / common-crawl training text and newstest2014 (valid) / newstest2015 (test) of "
-    "the WMT15 translation task (sacrebleu -t wmt15 -l en-de --echo src/ref gives the test sets). A small real corpus "
-    "that can be built here: scripts/prepare_message_catalog_corpus.py."
+    "IWSLT15 En-De: the en-de.tgz of the IWSLT 2015 evaluation campaign (WIT3, texts/en/de): train.tags.en-de.{en,de} "
+    "without the XML meta lines -> train.*, the dev2010 XML segments -> valid.*, tst2012 / tst2013 -> test.* "
+    "(the iwslt2017 data set on the Hugging Face Hub is a later, different release). Multi30k De-En: "
+    "data/task1/raw/{train,val,test_2016_flickr}.{de,en}.gz of the multi30k/dataset repository, gunzipped, "
+    "val -> valid, test_2016_flickr -> test. WMT15: the europarl / news-commentary / common-crawl training text "
+    "and newstest2014 (valid) / newstest2015 (test) of the WMT15 translation task (`sacrebleu -t wmt15 -l en-de "
+    "--echo src` / `ref` prints the test set). A small real corpus that can be built on a machine with only "
+    "Debian's packages: scripts/prepare_message_catalog_corpus.py."
 )
 
 

@@ -178,9 +178,17 @@ class SubwordTokenizer:
         """Subword ids of ``text`` (no BOS / EOS)."""
         return self.tokenizer.encode(text).ids
 
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        """Subword ids of each text (no BOS / EOS); the Rust tokenizer runs them in parallel."""
-        return [encoding.ids for encoding in self.tokenizer.encode_batch(list(texts))]
+    def encode_batch(self, texts: Sequence[str], chunk_size: int = 20000) -> list[list[int]]:
+        """Subword ids of each text (no BOS / EOS); the Rust tokenizer runs each chunk of texts in parallel.
+
+        Chunks keep the memory of the tokenizer's ``Encoding`` objects (offsets, token strings) bounded.
+        """
+        ids: list[list[int]] = []
+        for start in range(0, len(texts), chunk_size):
+            ids.extend(
+                encoding.ids for encoding in self.tokenizer.encode_batch(list(texts[start : start + chunk_size]))
+            )
+        return ids
 
     def decode(self, ids: Iterable[int]) -> str:
         """Detokenised text of ``ids``: stops at the first EOS, drops BOS, padding and negative ids (e.g. ``-100``).

@@ -1,9 +1,11 @@
 """Runs SelfKDCallback under Lightning's own DDP (2 CPU processes, gloo) and records every soft target per rank.
 
 The model's logits are a known function f(index, epoch) of the sample index and the epoch, so the test can compute
-the exact soft target of every sample on every rank. Usage (Lightning re-launches this script for rank 1):
+the exact soft target of every sample on every rank. With ``--tokens`` the model is a sequence model: sample ``i`` has
+``token_lengths(i)`` target tokens (padded to ``MAX_TOKENS`` with -100) and logits f(index, position, epoch) of shape
+(B, T, C), so every token's soft target is known too. Usage (Lightning re-launches this script for rank 1):
 
-    python ddp_self_kd_script.py --mode cache --out DIR [--num-samples 13]
+    python ddp_self_kd_script.py --mode cache --out DIR [--num-samples 13] [--tokens]
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from lightning_skd import SelfKDCallback, self_kd_loss
 
 NUM_CLASSES = 5
+MAX_TOKENS = 4
 
 
 def known_logits(index: torch.Tensor, epoch: float) -> torch.Tensor:
@@ -27,15 +30,51 @@ def known_logits(index: torch.Tensor, epoch: float) -> torch.Tensor:
     return 2.0 * torch.sin(0.7 * index.float()[:, None] * (classes + 1) + 1.3 * epoch)
 
 
+def token_lengths(index: torch.Tensor) -> torch.Tensor:
+    """Target tokens of each sample, 1..MAX_TOKENS: (B,) -> (B,)."""
+    return 1 + (7 * index) % MAX_TOKENS
+
+
+def token_targets(index: torch.Tensor) -> torch.Tensor:
+    """(B,) -> (B, MAX_TOKENS) token ids, -100 after each sample's length."""
+    positions = torch.arange(MAX_TOKENS)
+    target = (index[:, None] + positions) % NUM_CLASSES
+    return target.masked_fill(positions >= token_lengths(index)[:, None], -100)
+
+
+def known_token_logits(index: torch.Tensor, epoch: float) -> torch.Tensor:
+    """f(index, position, epoch): (B,) -> (B, MAX_TOKENS, C)."""
+    classes = torch.arange(NUM_CLASSES, dtype=torch.float32)
+    positions = torch.arange(MAX_TOKENS, dtype=torch.float32)[:, None]
+    return 2.0 * torch.sin(0.7 * index.float()[:, None, None] * (classes + 1) + 0.4 * positions + 1.3 * epoch)
+
+
+class TokenDataset(Dataset):
+    """Items ``(index as input, (T,) targets, index)``; ``target_lengths`` sizes the callback's token cache."""
+
+    def __init__(self, num_samples: int) -> None:
+        self.index = torch.arange(num_samples)
+        self.targets = token_targets(self.index)
+        self.target_lengths = token_lengths(self.index)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int):
+        return self.index[i].float(), self.targets[i], self.index[i]
+
+
 class IndexEpochModel(pl.LightningModule):
-    def __init__(self) -> None:
+    def __init__(self, tokens: bool = False) -> None:
         super().__init__()
         self.register_buffer("epoch", torch.zeros(()))
         self.bias = nn.Parameter(torch.zeros(NUM_CLASSES))  # lr 0: stays zero, but gradients flow through DDP
         self.records: list[tuple[int, int, torch.Tensor]] = []
+        self.tokens = tokens
 
     def forward(self, index: torch.Tensor) -> torch.Tensor:
-        return known_logits(index, float(self.epoch)) + self.bias
+        logits = known_token_logits if self.tokens else known_logits
+        return logits(index, float(self.epoch)) + self.bias
 
     def on_train_epoch_start(self) -> None:
         self.epoch.fill_(self.current_epoch)
@@ -66,11 +105,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--cache-dtype", default="float32")
     parser.add_argument("--cache-topk", type=int, default=None)
+    parser.add_argument("--tokens", action="store_true")
     args = parser.parse_args()
 
     pl.seed_everything(0)
     index = torch.arange(args.num_samples)
     dataset = TensorDataset(index.float(), index % NUM_CLASSES, index)
+    if args.tokens:
+        dataset = TokenDataset(args.num_samples)
     loader = DataLoader(dataset, batch_size=3, shuffle=True)
     kwargs = {"cache_dtype": args.cache_dtype, "cache_topk": args.cache_topk} if args.mode == "cache" else {}
     trainer = pl.Trainer(
@@ -85,7 +127,7 @@ def main() -> None:
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    trainer.fit(IndexEpochModel(), loader)
+    trainer.fit(IndexEpochModel(tokens=args.tokens), loader)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from tests.multiprocess import run_command
 
-from .ddp_self_kd_script import NUM_CLASSES, known_logits
+from .ddp_self_kd_script import NUM_CLASSES, known_logits, known_token_logits, token_lengths, token_targets
 
 SCRIPT = Path(__file__).with_name("ddp_self_kd_script.py")
 NUM_SAMPLES = 13  # odd: DistributedSampler pads one rank with a repeated index
@@ -96,3 +96,63 @@ def test_self_kd_callback_ddp_rank_zero_state_is_complete(ddp_run):
     torch.testing.assert_close(cache["values"], expected)
     torch.testing.assert_close(states[1]["cache"]["values"], cache["values"])
     assert states[0]["alpha"] == states[1]["alpha"] == 0.8
+
+
+def expected_token_soft_targets(index: int, epoch: int, topk: int | None) -> torch.Tensor:
+    """(T, C): Eq. 6 per non-padding token, with the token's own previous-epoch prediction; zero rows at padding."""
+    alpha = 0.8 * (epoch + 1) / EPOCHS
+    target = token_targets(torch.tensor([index]))[0]  # (T,)
+    real = target != -100
+    teacher = known_token_logits(torch.tensor([index]), epoch - 1)[0].softmax(-1)  # (T, C)
+    if topk is not None:
+        values, ids = teacher.topk(topk, dim=-1)
+        values = values.half().float()
+        teacher = torch.zeros_like(teacher).scatter(1, ids, values / values.sum(-1, keepdim=True))
+    onehot = F.one_hot(target.clamp_min(0), NUM_CLASSES).float()
+    return ((1 - alpha) * onehot + alpha * teacher) * real[:, None]
+
+
+@pytest.mark.parametrize(
+    ("mode", "extra_args", "topk"),
+    [
+        ("cache", ["--cache-dtype", "float16", "--cache-topk", "2"], 2),
+        ("snapshot", [], None),
+    ],
+    ids=["token-cache-top2-float16", "token-snapshot"],
+)
+def test_self_kd_callback_ddp_token_soft_targets_exact_on_every_rank(mode, extra_args, topk, ddp_run):
+    """Every (sample, position) reads its own previous-epoch prediction, whichever rank made it; padding is zero."""
+    per_rank = load_records(ddp_run(mode, ["--tokens", *extra_args]))
+    seen_on = [{(e, i) for e, i, _ in records} for records in per_rank]
+    assert any((e - 1, i) in seen_on[1] and (e - 1, i) not in seen_on[0] for (e, i) in seen_on[0] if e > 0)
+    occurrences = collections.Counter((e, i) for records in per_rank for e, i, _ in records)
+    for epoch in range(EPOCHS):
+        assert {i for (e, i) in occurrences if e == epoch} == set(range(NUM_SAMPLES))
+    for records in per_rank:
+        for epoch, index, soft in records:
+            target = token_targets(torch.tensor([index]))[0]
+            hard = F.one_hot(target.clamp_min(0), NUM_CLASSES).float() * (target != -100)[:, None]
+            if epoch == 0:
+                torch.testing.assert_close(soft, hard)
+            elif occurrences[(epoch, index)] == 1 or mode == "snapshot":
+                torch.testing.assert_close(soft, expected_token_soft_targets(index, epoch, topk))
+            else:  # the sampler's padded duplicate
+                assert torch.allclose(soft, expected_token_soft_targets(index, epoch, topk)) or torch.equal(soft, hard)
+
+
+def test_self_kd_callback_ddp_token_cache_state_is_complete(ddp_run):
+    """Rank 0's token table (what its checkpoint holds) has every token's last-epoch prediction at its flat row."""
+    out = ddp_run("cache", ["--tokens", "--cache-dtype", "float16", "--cache-topk", "2"])
+    states = [torch.load(out / f"callback_state_rank{rank}.pt") for rank in range(2)]
+    cache = states[0]["cache"]
+    lengths = token_lengths(torch.arange(NUM_SAMPLES))
+    assert cache["layout"] == "token" and torch.equal(cache["lengths"], lengths)
+    rows = cache["rows"]
+    assert rows["num_samples"] == int(lengths.sum()) and (rows["stamps"] == EPOCHS - 1).all()
+    logits = known_token_logits(torch.arange(NUM_SAMPLES), EPOCHS - 1)  # (N, T, C)
+    real = token_targets(torch.arange(NUM_SAMPLES)) != -100
+    values, ids = logits[real].softmax(-1).topk(2, dim=-1)  # rows in (sample, position) order
+    torch.testing.assert_close(rows["values"].float(), values.half().float())
+    assert torch.equal(rows["class_ids"].long(), ids)
+    assert rows["class_ids"].dtype == torch.int16 and rows["values"].dtype == torch.float16
+    torch.testing.assert_close(states[1]["cache"]["rows"]["values"], rows["values"])

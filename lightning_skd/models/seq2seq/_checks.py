@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from torch import Tensor
+
 
 def check_int(owner: str, name: str, value: object, minimum: int) -> None:
     """Raise ``ValueError`` unless ``value`` is an ``int`` (not ``bool``) ``>= minimum``."""
@@ -21,6 +23,31 @@ def check_non_negative(owner: str, name: str, value: object) -> None:
     """Raise ``ValueError`` unless ``value`` is a finite float ``>= 0``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise ValueError(f"{owner}: `{name}` must be a finite float >= 0, got {value!r}")
+
+
+def check_finite(owner: str, name: str, value: object) -> None:
+    """Raise ``ValueError`` unless ``value`` is a finite float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{owner}: `{name}` must be a finite float, got {value!r}")
+
+
+def check_source(owner: str, source: Tensor, source_lengths: Tensor) -> None:
+    """``source (B, S)`` int ids and ``source_lengths (B,)`` in ``[1, S]`` (one host sync for the range check)."""
+    if source.ndim != 2 or source_lengths.shape != source.shape[:1]:
+        raise ValueError(
+            f"{owner}: `source` must be (B, S) and `source_lengths` (B,), got {tuple(source.shape)} and "
+            f"{tuple(source_lengths.shape)}"
+        )
+    if source.dtype.is_floating_point or source_lengths.dtype.is_floating_point:
+        raise ValueError(
+            f"{owner}: `source` and `source_lengths` must be integer tensors, got {source.dtype} and "
+            f"{source_lengths.dtype}"
+        )
+    if source_lengths.numel() and not bool(((source_lengths >= 1) & (source_lengths <= source.shape[1])).all()):
+        raise ValueError(
+            f"{owner}: `source_lengths` must lie in [1, {source.shape[1]}] (every source holds at least its EOS), "
+            f"got {source_lengths.tolist()}"
+        )
 
 
 def check_vocab(owner: str, src_vocab_size: object, tgt_vocab_size: object, pad_id: object) -> None:

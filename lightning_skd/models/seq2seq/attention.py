@@ -23,7 +23,7 @@ class AdditiveAttention(nn.Module):
         >>> states = torch.randn(2, 6, 4)  # (B, S, key_size)
         >>> padding = torch.tensor([[False] * 6, [False] * 4 + [True] * 2])
         >>> context, weights = attention(torch.randn(2, 3), attention.keys(states), states, padding)
-        >>> tuple(context.shape), weights[1, 4:].tolist(), round(float(weights[1].sum()), 6)
+        >>> tuple(context.shape), weights[1, 4:].tolist(), round(float(weights[1].sum().detach()), 6)
         ((2, 4), [0.0, 0.0], 1.0)
 
     """

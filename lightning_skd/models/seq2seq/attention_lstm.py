@@ -8,7 +8,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from lightning_skd.models.seq2seq._checks import check_int, check_non_negative, check_probability, check_vocab
+from lightning_skd.models.seq2seq._checks import (
+    check_int,
+    check_non_negative,
+    check_probability,
+    check_source,
+    check_vocab,
+)
 from lightning_skd.models.seq2seq.attention import AdditiveAttention
 
 __all__ = ["AttentionLSTMSeq2Seq", "LSTMDecoderState", "LSTMEncoded"]
@@ -151,6 +157,7 @@ class AttentionLSTMSeq2Seq(nn.Module):
 
     def encode(self, source: Tensor, source_lengths: Tensor) -> LSTMEncoded:
         """``source (B, S)``, ``source_lengths (B,)`` -> encoder states, attention keys, mask, initial state."""
+        check_source(type(self).__name__, source, source_lengths)
         batch, length = source.shape
         lengths = source_lengths.to(source.device)
         padding_mask = torch.arange(length, device=source.device)[None, :] >= lengths[:, None]  # (B, S)

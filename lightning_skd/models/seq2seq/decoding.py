@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lightning_skd.models.seq2seq._checks import check_int, check_non_negative
+from lightning_skd.models.seq2seq._checks import check_finite, check_int, check_non_negative, check_source
 from lightning_skd.models.seq2seq.protocol import Seq2Seq
 
 __all__ = ["Hypotheses", "beam_search", "greedy_decode", "length_penalty_factor"]
@@ -50,15 +50,20 @@ def length_penalty_factor(length: Tensor, alpha: float) -> Tensor:
 
 
 def _check_common(owner: str, source: Tensor, source_lengths: Tensor, bos_id: int, eos_id: int, a: float, b: float):
-    if source.ndim != 2 or source_lengths.shape != source.shape[:1]:
-        raise ValueError(
-            f"{owner}: `source` must be (B, S) and `source_lengths` (B,), got {tuple(source.shape)} and "
-            f"{tuple(source_lengths.shape)}"
-        )
+    check_source(owner, source, source_lengths)
     check_int(owner, "bos_id", bos_id, 0)
     check_int(owner, "eos_id", eos_id, 0)
     check_non_negative(owner, "max_len_a", a)
     check_non_negative(owner, "max_len_b", b)
+
+
+def _empty(source: Tensor) -> Hypotheses:
+    """Hypotheses of an empty batch."""
+    return Hypotheses(
+        source.new_zeros(0, 0, dtype=torch.long),
+        source.new_zeros(0, dtype=torch.long),
+        source.new_zeros(0, dtype=torch.float32),
+    )
 
 
 def _max_lengths(source_lengths: Tensor, max_len_a: float, max_len_b: float, device: torch.device) -> Tensor:
@@ -93,31 +98,35 @@ def greedy_decode(
 
     """
     _check_common("greedy_decode", source, source_lengths, bos_id, eos_id, max_len_a, max_len_b)
+    if source.shape[0] == 0:
+        return _empty(source)
     batch, device = source.shape[0], source.device
     max_len = _max_lengths(source_lengths, max_len_a, max_len_b, device)  # (B,)
-    steps = int(max_len.max()) + 1 if batch else 0
-    encoded = model.encode(source, source_lengths)
-    state = None
-    tokens = torch.full((batch,), bos_id, dtype=torch.long, device=device)  # (B,) previous token
-    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    steps = int(max_len.max()) + 1
     lengths = torch.zeros(batch, dtype=torch.long, device=device)
     log_prob = torch.zeros(batch, dtype=torch.float32, device=device)
     output = torch.full((batch, max(steps - 1, 0)), model.pad_id, dtype=torch.long, device=device)
+    # running sentences only (A <= B rows): finished ones are dropped from the model's batch
+    active = torch.arange(batch, device=device)  # (A,) their rows in the output
+    encoded, state = model.encode(source, source_lengths), None
+    tokens = torch.full((batch,), bos_id, dtype=torch.long, device=device)  # (A,) previous token
     for step in range(steps):
-        log_probs, state = model.decode_step(encoded, state, tokens)  # (B, V)
-        best = log_probs.argmax(dim=-1)  # (B,)
-        best = torch.where(step >= max_len, torch.full_like(best, eos_id), best)  # forced EOS
-        log_prob = log_prob + torch.where(finished, 0.0, log_probs.gather(1, best[:, None])[:, 0])
-        is_eos = best == eos_id
-        write = ~finished & ~is_eos
+        log_probs, state = model.decode_step(encoded, state, tokens)  # (A, V)
+        best = log_probs.argmax(dim=-1)  # (A,)
+        best = torch.where(step >= max_len[active], torch.full_like(best, eos_id), best)  # forced EOS
+        log_prob[active] += log_probs.gather(1, best[:, None])[:, 0]
+        is_eos = best == eos_id  # (A,)
         if step < output.shape[1]:
-            output[:, step] = torch.where(write, best, output[:, step])
-        lengths = lengths + write.long()
-        finished = finished | is_eos
-        if bool(finished.all()):
-            break
+            output[active, step] = torch.where(is_eos, model.pad_id, best)
+        lengths[active] += (~is_eos).long()
+        if bool(is_eos.any()):
+            running = (~is_eos).nonzero()[:, 0]  # (A',) positions among the active rows
+            if running.numel() == 0:
+                break
+            active, best = active[running], best[running]
+            encoded, state = model.reorder(encoded, state, running)
         tokens = best
-    return Hypotheses(output[:, : int(lengths.max()) if batch else 0], lengths, log_prob)
+    return Hypotheses(output[:, : int(lengths.max())], lengths, log_prob)
 
 
 @torch.no_grad()
@@ -139,10 +148,17 @@ def beam_search(
     beam_size`` best extensions (by summed log-probability) are taken, as in fairseq: the ones ending in EOS among
     the first ``beam_size`` become finished hypotheses, scored ``log_prob / length_penalty_factor(|y|,
     length_penalty)`` (GNMT's ``((5 + |y|) / 6) ** alpha``, ``|y|`` with EOS), and the first ``beam_size`` that do
-    not end in EOS stay live. A sentence is done once it has ``beam_size`` finished hypotheses or reaches its
-    maximum length (where every live hypothesis is ended by a forced EOS); the result is its best-scoring finished
-    hypothesis. Width 1 gives exactly :func:`greedy_decode`'s output (tested). Beam search is not exact search: a
-    wider beam usually, but not always, finds a hypothesis of higher model probability than a narrower one.
+    not end in EOS stay live. A sentence is done when it reaches its maximum length (where every live hypothesis is
+    ended by a forced EOS) or when its best finished hypothesis scores at least as high as every live one,
+    normalised at the live ones' current length (Hugging Face's ``early_stopping=False`` rule). For
+    ``length_penalty <= 0`` this rule is exact (scores only decrease and the factor does not grow with length, so
+    no live hypothesis can still overtake); for ``length_penalty > 0`` it is a heuristic. The result is its
+    best-scoring finished hypothesis. (fairseq stops at ``beam_size`` finished hypotheses instead, which can end
+    the search while a live hypothesis still scores higher: on a toy model it returned a lower log-probability
+    than greedy.)
+
+    Width 1 gives exactly :func:`greedy_decode`'s output (tested). Beam search is not exact search: a wider beam
+    usually, but not always, finds a hypothesis of higher model probability than a narrower one.
 
     Args:
         model: A ``Seq2Seq`` model (in ``eval()`` mode).
@@ -151,7 +167,8 @@ def beam_search(
         beam_size: Live hypotheses per sentence.
         bos_id: Id fed at the first step.
         eos_id: Id that ends a hypothesis.
-        length_penalty: GNMT ``alpha``; 0 ranks by the model log-probability.
+        length_penalty: GNMT ``alpha``; 0 ranks by the model log-probability, > 0 favours longer hypotheses,
+            < 0 shorter ones.
         max_len_a: Maximum length slope.
         max_len_b: Maximum length offset.
 
@@ -161,64 +178,68 @@ def beam_search(
     """
     _check_common("beam_search", source, source_lengths, bos_id, eos_id, max_len_a, max_len_b)
     check_int("beam_search", "beam_size", beam_size, 1)
-    check_non_negative("beam_search", "length_penalty", length_penalty)
+    check_finite("beam_search", "length_penalty", length_penalty)
+    if source.shape[0] == 0:
+        return _empty(source)
     batch, device, k = source.shape[0], source.device, beam_size
     max_len = _max_lengths(source_lengths, max_len_a, max_len_b, device)  # (B,)
-    steps = int(max_len.max()) + 1 if batch else 0
-    encoded = model.encode(source, source_lengths)
-    rows = torch.arange(batch, device=device).repeat_interleave(k)  # (B*K,) sentence of each beam row
-    encoded, state = model.reorder(encoded, None, rows)
-    tokens = torch.full((batch * k,), bos_id, dtype=torch.long, device=device)  # (B*K,) previous token
-    scores = torch.full((batch, k), float("-inf"), device=device)  # (B, K) summed log-probs of live beams
-    scores[:, 0] = 0.0  # all beams start identical: keep one
-    history = torch.zeros(batch, k, 0, dtype=torch.long, device=device)  # (B, K, t) tokens of live beams
+    steps = int(max_len.max()) + 1
     best_score = torch.full((batch,), float("-inf"), device=device)  # (B,) best finished (length-penalised)
     best_log_prob = torch.zeros(batch, device=device)
     best_length = torch.zeros(batch, dtype=torch.long, device=device)
     best_tokens = torch.full((batch, max(steps - 1, 0)), model.pad_id, dtype=torch.long, device=device)
-    num_finished = torch.zeros(batch, dtype=torch.long, device=device)
-    done = torch.zeros(batch, dtype=torch.bool, device=device)
-    sentence = torch.arange(batch, device=device)
+    # running sentences only (A <= B of them, K rows each in the model's batch): done ones are dropped
+    active = torch.arange(batch, device=device)  # (A,) their rows in the output
+    encoded = model.encode(source, source_lengths)
+    encoded, state = model.reorder(encoded, None, active.repeat_interleave(k))  # A*K rows, sentence-major
+    tokens = torch.full((batch * k,), bos_id, dtype=torch.long, device=device)  # (A*K,) previous token
+    scores = torch.full((batch, k), float("-inf"), device=device)  # (A, K) summed log-probs of live beams
+    scores[:, 0] = 0.0  # all beams start identical: keep one
+    history = torch.zeros(batch, k, 0, dtype=torch.long, device=device)  # (A, K, t) tokens of live beams
     for step in range(steps):
-        log_probs, state = model.decode_step(encoded, state, tokens)  # (B*K, V)
-        vocab = log_probs.shape[-1]
-        log_probs = log_probs.view(batch, k, vocab)
-        forced = step >= max_len  # (B,)
+        log_probs, state = model.decode_step(encoded, state, tokens)  # (A*K, V)
+        num_active, vocab = active.shape[0], log_probs.shape[-1]
+        log_probs = log_probs.view(num_active, k, vocab)
+        forced = step >= max_len[active]  # (A,)
         if bool(forced.any()):  # only EOS may follow; its model log-probability is kept
             only_eos = torch.full_like(log_probs, float("-inf"))
             only_eos[..., eos_id] = log_probs[..., eos_id]
             log_probs = torch.where(forced[:, None, None], only_eos, log_probs)
-        candidates = (scores[..., None] + log_probs).view(batch, k * vocab)  # (B, K*V)
-        cand_scores, cand_index = candidates.topk(min(2 * k, k * vocab), dim=1)  # (B, 2K), best first
-        cand_beam, cand_token = cand_index // vocab, cand_index % vocab  # (B, 2K)
+        candidates = (scores[..., None] + log_probs).view(num_active, k * vocab)  # (A, K*V)
+        cand_scores, cand_index = candidates.topk(min(2 * k, k * vocab), dim=1)  # (A, 2K), best first
+        cand_beam, cand_token = cand_index // vocab, cand_index % vocab  # (A, 2K)
         cand_is_eos = cand_token == eos_id
 
-        # finished hypotheses: EOS candidates among the first K, of sentences still running
-        eligible = cand_is_eos[:, :k] & torch.isfinite(cand_scores[:, :k]) & ~done[:, None]  # (B, K)
-        normalised = cand_scores[:, :k] / length_penalty_factor(torch.tensor(step + 1), length_penalty)
-        normalised = torch.where(eligible, normalised, float("-inf"))
-        top_normalised, top_slot = normalised.max(dim=1)  # (B,)
-        improves = top_normalised > best_score  # (B,), False where nothing is eligible
-        if bool(improves.any()) and step > 0:
-            source_beam = cand_beam.gather(1, top_slot[:, None])[:, 0]  # (B,)
-            finished_tokens = history[sentence, source_beam]  # (B, step)
-            best_tokens[:, :step] = torch.where(improves[:, None], finished_tokens, best_tokens[:, :step])
-            best_tokens[:, step:] = torch.where(improves[:, None], model.pad_id, best_tokens[:, step:])
-        best_log_prob = torch.where(improves, cand_scores.gather(1, top_slot[:, None])[:, 0], best_log_prob)
-        best_length = torch.where(improves, step, best_length)
-        best_score = torch.where(improves, top_normalised, best_score)
-        num_finished = num_finished + eligible.sum(1)
-        done = done | (num_finished >= k) | forced
-        if bool(done.all()):
-            break
+        # finished hypotheses: EOS candidates among the first K
+        eligible = cand_is_eos[:, :k] & torch.isfinite(cand_scores[:, :k])  # (A, K)
+        factor = length_penalty_factor(torch.tensor(step + 1), length_penalty)  # |y| = step + 1 with EOS
+        normalised = torch.where(eligible, cand_scores[:, :k] / factor, float("-inf"))
+        top_normalised, top_slot = normalised.max(dim=1)  # (A,)
+        improves = top_normalised > best_score[active]  # (A,), False where nothing is eligible
+        if bool(improves.any()):
+            rows = active[improves]  # output rows that get a new best hypothesis
+            source_beam = cand_beam.gather(1, top_slot[:, None])[improves, 0]
+            best_tokens[rows] = model.pad_id
+            best_tokens[rows, :step] = history[improves.nonzero()[:, 0], source_beam]  # (n, step)
+            best_log_prob[rows] = cand_scores.gather(1, top_slot[:, None])[improves, 0]
+            best_length[rows] = step
+            best_score[rows] = top_normalised[improves]
 
         # live hypotheses: the first K candidates that do not end in EOS (there are >= K among 2K)
         rank = cand_is_eos.long() * cand_scores.shape[1] + torch.arange(cand_scores.shape[1], device=device)
-        keep = rank.topk(k, dim=1, largest=False).indices.sort(dim=1).values  # (B, K) slots, best first
+        keep = rank.topk(k, dim=1, largest=False).indices.sort(dim=1).values  # (A, K) slots, best first
         scores = cand_scores.gather(1, keep)
-        beam = cand_beam.gather(1, keep)  # (B, K) beam each live hypothesis extends
-        tokens = cand_token.gather(1, keep)  # (B, K)
+        beam = cand_beam.gather(1, keep)  # (A, K) beam each live hypothesis extends
+        tokens = cand_token.gather(1, keep)  # (A, K)
+        # done: max length reached, or no live hypothesis beats the best finished one at the current length
+        # (exact for length_penalty <= 0, where scores only decrease; Hugging Face's heuristic otherwise)
+        done = forced | (best_score[active] >= scores.max(dim=1).values / factor)  # (A,)
+        running = (~done).nonzero()[:, 0]  # (A',) positions among the active sentences
+        if running.numel() == 0:
+            break
         history = torch.cat([history.gather(1, beam[..., None].expand(-1, -1, step)), tokens[..., None]], dim=2)
-        encoded, state = model.reorder(encoded, state, (sentence[:, None] * k + beam).view(-1))
+        rows = running[:, None] * k + beam[running]  # (A', K) model rows the surviving beams extend
+        active, scores, history, tokens = active[running], scores[running], history[running], tokens[running]
+        encoded, state = model.reorder(encoded, state, rows.view(-1))
         tokens = tokens.view(-1)
-    return Hypotheses(best_tokens[:, : int(best_length.max()) if batch else 0], best_length, best_log_prob)
+    return Hypotheses(best_tokens[:, : int(best_length.max())], best_length, best_log_prob)

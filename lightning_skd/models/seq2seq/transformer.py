@@ -9,7 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_skd.models.seq2seq._checks import check_int, check_non_negative, check_probability, check_vocab
+from lightning_skd.models.seq2seq._checks import (
+    check_int,
+    check_non_negative,
+    check_probability,
+    check_source,
+    check_vocab,
+)
 from lightning_skd.models.seq2seq.positional import SinusoidalPositions
 
 __all__ = ["TransformerDecoderState", "TransformerEncoded", "TransformerSeq2Seq"]
@@ -187,6 +193,7 @@ class TransformerSeq2Seq(nn.Module):
 
     def _encode_memory(self, source: Tensor, source_lengths: Tensor) -> tuple[Tensor, Tensor]:
         """``(B, S), (B,)`` -> memory ``(B, S, d)`` and padding mask ``(B, S)`` (True at padding)."""
+        check_source(type(self).__name__, source, source_lengths)
         positions = torch.arange(source.shape[1], device=source.device)
         padding_mask = positions[None, :] >= source_lengths.to(source.device)[:, None]  # (B, S)
         x = self.dropout(self.positions(self.src_embedding(source) * self.embed_scale))  # (B, S, d)

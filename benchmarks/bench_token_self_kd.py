@@ -1,0 +1,237 @@
+"""Token-level Self-KD on a Transformer: step time of snapshot and top-8 token-cache mode vs plain cross-entropy, and
+the token cache's memory for an IWSLT15-sized corpus.
+
+Run: ``.venv/bin/python benchmarks/bench_token_self_kd.py [--size small|paper] [--steps 20] [--repeats 3]``
+
+Step time: a ``TransformerSeq2Seq`` training step (forward, ``lightning_skd.self_kd_loss``, backward, Adam) on batches
+of random token ids, through Lightning, median wall time between consecutive batch starts in the second epoch (the
+one that reads teachers); the configurations are interleaved ``--repeats`` times so that machine load drifts hit them
+alike, and each ratio is taken against the plain run just before it. The snapshot target is
+``1 + forward / (forward + backward) + 0.03``, with forward and backward of the plain step timed separately in the
+same process. ``--size small`` (default on CPU): d_model 256, 3+3 layers, vocabulary 8,000, 32 x 24 target tokens;
+``--size paper`` (default on a GPU): Kim et al.'s Transformer (6+6 layers, d_model 512, 4 heads, d_ff 1024),
+vocabulary 10,000, 128 x 32 = 4,096 target tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from dataclasses import dataclass
+
+import pytorch_lightning as pl
+import torch
+from lightning_skd.data.parallel_text import TranslationInput
+from lightning_skd.models.seq2seq import TransformerSeq2Seq
+from torch.utils.data import DataLoader, Dataset
+
+from lightning_skd import SelfKDCallback, self_kd_loss
+from lightning_skd.callbacks import PredictionCache, TokenPredictionCache
+
+IWSLT15_PAIRS = 191_000
+IWSLT15_MEAN_TARGET_TOKENS = 26.0  # assumption, see memory_table
+
+
+@dataclass
+class Size:
+    vocab: int
+    layers: int
+    d_model: int
+    heads: int
+    d_ff: int
+    batch: int
+    length: int
+
+
+SIZES = {
+    "small": Size(vocab=8000, layers=3, d_model=256, heads=4, d_ff=1024, batch=32, length=24),
+    "paper": Size(vocab=10_000, layers=6, d_model=512, heads=4, d_ff=1024, batch=128, length=32),
+}
+
+
+def memory_table() -> None:
+    """Token-cache bytes for an IWSLT15-sized corpus, sized on the meta device (shapes without storage)."""
+    torch.manual_seed(0)
+    # Assumed BPE target lengths: IWSLT15 En-De TED sentences average about 20 words, about 1.3 subwords per word with
+    # a 10k BPE, plus EOS; a gamma distribution with that mean and a long right tail, clipped to [2, 250].
+    lengths = torch.distributions.Gamma(torch.tensor(2.5), torch.tensor(2.5 / IWSLT15_MEAN_TARGET_TOKENS))
+    lengths = lengths.sample((IWSLT15_PAIRS,)).round().clamp(2, 250).long()
+    tokens = int(lengths.sum())
+    print(
+        f"Token cache for an IWSLT15-sized corpus: {IWSLT15_PAIRS:,} pairs, {tokens:,} target tokens (assumed "
+        f"lengths: mean {lengths.float().mean():.1f}, 95th percentile {lengths.float().quantile(0.95):.0f}), V = 10,000"
+    )
+    rows = [
+        ("dense float32 (every token, every class)", {"dtype": torch.float32}),
+        ("top-8 float32", {"dtype": torch.float32, "topk": 8}),
+        ("top-8 float16 (target: <= 250 MB)", {"dtype": torch.float16, "topk": 8}),
+        ("top-8 bfloat16", {"dtype": torch.bfloat16, "topk": 8}),
+    ]
+    for name, kwargs in rows:
+        cache = TokenPredictionCache(lengths, PredictionCache(tokens, 10_000, device="meta", **kwargs))
+        print(f"  {name:<42}{cache.nbytes / 1e6:>12,.1f} MB")
+
+
+class RandomPairs(Dataset):
+    """Indexed random (source, target) pairs of fixed length: every batch has the same number of tokens."""
+
+    def __init__(self, size: Size, num_pairs: int) -> None:
+        generator = torch.Generator().manual_seed(0)
+        self.source = torch.randint(4, size.vocab, (num_pairs, size.length), generator=generator)
+        self.target = torch.randint(4, size.vocab, (num_pairs, size.length), generator=generator)
+        self.target_lengths = torch.full((num_pairs,), size.length)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int):
+        return self.source[index], self.target[index], index
+
+
+def collate(items) -> dict:
+    source, target, index = (torch.stack([torch.as_tensor(x) for x in column]) for column in zip(*items, strict=True))
+    bos = torch.ones_like(target[:, :1])
+    target_input = torch.cat([bos, target[:, :-1]], dim=1)
+    lengths = torch.full((len(source),), source.shape[1])
+    return {"input": TranslationInput(source, lengths, target_input), "target": target, "index": index}
+
+
+class StepModule(pl.LightningModule):
+    """The training step a Translator makes: teacher-forced logits (B, T, V), then ``self_kd_loss``."""
+
+    def __init__(self, size: Size) -> None:
+        super().__init__()
+        self.net = TransformerSeq2Seq(
+            size.vocab,
+            size.vocab,
+            num_encoder_layers=size.layers,
+            num_decoder_layers=size.layers,
+            d_model=size.d_model,
+            nhead=size.heads,
+            dim_feedforward=size.d_ff,
+        )
+
+    def forward(self, inputs: TranslationInput) -> torch.Tensor:
+        return self.net(inputs.source, inputs.source_lengths, inputs.target_input)
+
+    def training_step(self, batch, batch_idx):
+        return self_kd_loss(self, self(batch["input"]), batch["target"])
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=1e-4, betas=(0.9, 0.98))
+
+
+class StepTimer(pl.Callback):
+    """Wall time between consecutive training-batch starts of the second epoch (device synchronised)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._last: float | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        if trainer.current_epoch == 1 and self._last is not None and batch_idx > 0:
+            self.times.append(now - self._last)
+        self._last = now
+
+
+def run(size: Size, callback: SelfKDCallback | None, steps: int, accelerator: str) -> float:
+    """Median step time (s) of the second epoch."""
+    pl.seed_everything(0)
+    timer = StepTimer()
+    trainer = pl.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        max_epochs=2,
+        limit_val_batches=0,
+        callbacks=[timer] + ([callback] if callback else []),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    loader = DataLoader(RandomPairs(size, steps * size.batch), batch_size=size.batch, shuffle=True, collate_fn=collate)
+    trainer.fit(StepModule(size), loader)
+    return statistics.median(timer.times)
+
+
+def forward_backward_times(size: Size, device: torch.device, repeats: int = 10) -> tuple[float, float]:
+    """Median forward (+ loss) and backward times of the plain step, in seconds."""
+    torch.manual_seed(0)
+    module = StepModule(size).to(device).train()
+    batch = collate([RandomPairs(size, size.batch)[i] for i in range(size.batch)])
+    inputs = TranslationInput(*(t.to(device) for t in batch["input"]))
+    target = batch["target"].to(device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    forward, backward = [], []
+    for attempt in range(repeats + 2):
+        sync()
+        start = time.perf_counter()
+        loss = self_kd_loss(module, module(inputs), target)
+        sync()
+        middle = time.perf_counter()
+        loss.backward()
+        sync()
+        end = time.perf_counter()
+        module.zero_grad(set_to_none=True)
+        if attempt >= 2:  # warm-up
+            forward.append(middle - start)
+            backward.append(end - middle)
+    return statistics.median(forward), statistics.median(backward)
+
+
+def step_table(size_name: str, steps: int, repeats: int) -> None:
+    size = SIZES[size_name]
+    accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    device = torch.device("cuda" if accelerator == "gpu" else "cpu")
+    configs = {
+        "snapshot (teacher-forced frozen copy)": {"mode": "snapshot"},
+        "token cache, top-8 float16": {"mode": "cache", "cache_topk": 8, "cache_dtype": "float16"},
+    }
+    plain_times: list[float] = []
+    ratios: dict[str, list[float]] = {name: [] for name in configs}
+    for _ in range(repeats):
+        plain = run(size, None, steps, accelerator)
+        plain_times.append(plain)
+        for name, kwargs in configs.items():
+            ratios[name].append(run(size, SelfKDCallback(alpha_T=0.7, **kwargs), steps, accelerator) / plain)
+    forward, backward = forward_backward_times(size, device)
+    where = torch.cuda.get_device_name() if accelerator == "gpu" else f"CPU, {torch.get_num_threads()} threads"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(
+        f"\nTraining step, Transformer {size.layers}+{size.layers} layers, d_model {size.d_model}, V {size.vocab:,}, "
+        f"{size.batch} x {size.length} target tokens, {where}, load average {load:.1f}"
+    )
+    print(f"plain cross-entropy step: {statistics.median(plain_times) * 1e3:.1f} ms (median of {repeats} runs)")
+    snapshot_target = 1 + forward / (forward + backward) + 0.03
+    print(
+        f"plain forward {forward * 1e3:.1f} ms, backward {backward * 1e3:.1f} ms "
+        f"-> snapshot target {snapshot_target:.3f}x"
+    )
+    targets = {"snapshot (teacher-forced frozen copy)": snapshot_target, "token cache, top-8 float16": 1.05}
+    print(f"{'configuration':<40}{'step / plain':>14}{'spread':>18}{'target':>10}")
+    for name, values in ratios.items():
+        spread = f"[{min(values):.3f}, {max(values):.3f}]"
+        print(f"{name:<40}{statistics.median(values):>13.3f}x{spread:>18}{targets[name]:>9.3f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=sorted(SIZES), default="paper" if torch.cuda.is_available() else "small")
+    parser.add_argument("--steps", type=int, default=20, help="training steps per epoch")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions of every configuration")
+    args = parser.parse_args()
+    memory_table()
+    step_table(args.size, args.steps, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
