@@ -6,6 +6,8 @@ build on without giving sizes, V = 10k as their En-Fi vocabulary). The weights a
 practically never end early: every method decodes the same number of steps (``--target-len``, via ``max_len_a=0``,
 ``max_len_b=target_len``; the measured mean hypothesis lengths are printed), and the ratio compares the per-step
 cost of ``beam x batch`` rows against ``batch`` rows. A trained model stops earlier, greedy and beam alike.
+"greedy, no cache" is the same greedy search done by calling the teacher-forced ``forward`` on the whole prefix at
+every step (what decoding costs without ``decode_step``'s cached state).
 
 Each round times every method once (order reversed every other round, after one warm-up call each), and the
 per-method medians over rounds are compared, so drifts in the machine's load hit all methods alike. The load
@@ -43,6 +45,16 @@ MODELS = {
     "lstm-small": (AttentionLSTMSeq2Seq, {"embedding_dim": 256, "hidden_size": 256}, 8000),
     "lstm-paper": (AttentionLSTMSeq2Seq, {"embedding_dim": 620, "hidden_size": 1000}, 10_000),
 }
+
+
+@torch.no_grad()
+def greedy_recompute(model, source: torch.Tensor, lengths: torch.Tensor, steps: int) -> torch.Tensor:
+    """Greedy decoding without incremental state: teacher-forced ``forward`` on the whole prefix at every step."""
+    prefix = torch.full((source.shape[0], 1), BOS, dtype=torch.long)
+    for _ in range(steps):
+        logits = model(source, lengths, prefix)  # (B, t, V): encoder and decoder recomputed
+        prefix = torch.cat([prefix, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return prefix
 
 
 def load() -> str:
@@ -84,6 +96,10 @@ def main() -> None:
                 beam_search, model, source, lengths, beam_size=width, length_penalty=1.0, **common
             )
         mean_length = {key: float(method().lengths.float().mean()) for key, method in methods.items()}  # warm-up
+        methods["greedy, no cache"] = partial(greedy_recompute, model, source, lengths, args.target_len + 1)
+        mean_length["greedy, no cache"] = float(args.target_len)
+        recomputed, greedy = methods["greedy, no cache"](), methods["greedy"]()
+        same = torch.equal(recomputed[:, 1 : greedy.tokens.shape[1] + 1], greedy.tokens)
         times: dict[str, list[float]] = {key: [] for key in methods}
         for round_index in range(args.rounds):
             order = list(methods) if round_index % 2 == 0 else list(reversed(methods))
@@ -92,12 +108,12 @@ def main() -> None:
                 methods[key]()
                 times[key].append(time.perf_counter() - start)
         parameters = sum(p.numel() for p in model.parameters()) / 1e6
-        print(f"{name} ({parameters:.1f}M parameters, V = {vocab}):")
+        print(f"{name} ({parameters:.1f}M parameters, V = {vocab}; greedy == greedy without cache: {same}):")
         greedy_speed = args.batch / statistics.median(times["greedy"])
         for key, values in times.items():
             speed = args.batch / statistics.median(values)
             print(
-                f"  {key:>8}: {speed:8.1f} sentences/s (rounds {min(values):.2f}-{max(values):.2f} s, "
+                f"  {key:>16}: {speed:8.1f} sentences/s (rounds {min(values):.2f}-{max(values):.2f} s, "
                 f"mean hypothesis length {mean_length[key]:.1f})   greedy / {key} = {greedy_speed / speed:5.2f}x"
             )
     print(f"load average after: {load()}")

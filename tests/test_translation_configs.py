@@ -10,6 +10,7 @@ and tiny sizes; the other rows differ from those only in values checked here.
 from pathlib import Path
 
 import pytest
+import torch
 
 from lightning_skd.cli import main
 from lightning_skd.data import write_synthetic_parallel_corpus
@@ -24,6 +25,15 @@ TINY = {
                            "num_decoder_layers": 1},
     "AttentionLSTMSeq2Seq": {"embedding_dim": 16, "hidden_size": 16},
 }  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one thread is fastest and immune to other processes holding the CPU cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def callbacks(config, class_path):

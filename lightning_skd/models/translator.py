@@ -37,7 +37,8 @@ class Translator(pl.LightningModule):
     a ``class_path`` with the architecture's ``init_args`` but without those three (LightningCLI passes a partial),
     in Python e.g. ``functools.partial(TransformerSeq2Seq, d_model=512)``. Vocabulary sizes and special ids left
     ``None`` are read from ``trainer.datamodule`` (:class:`~lightning_skd.data.ParallelTextDataModule`) in ``setup``
-    and stored in the hyper-parameters.
+    and stored in the hyper-parameters. The factory itself is not saved in checkpoints: the CLI rebuilds it from the
+    config; in Python reload with ``Translator.load_from_checkpoint(path, model=factory)``.
 
     Training objective (mean over the batch's non-padding target tokens):
 

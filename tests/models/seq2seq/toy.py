@@ -30,6 +30,10 @@ TINY = {
         },
     ),
     "lstm": (AttentionLSTMSeq2Seq, {"embedding_dim": 24, "hidden_size": 32}),
+    "lstm_unidirectional_tied": (
+        AttentionLSTMSeq2Seq,
+        {"embedding_dim": 24, "hidden_size": 32, "bidirectional_encoder": False, "share_decoder_embeddings": True},
+    ),
     "lstm_input_feeding": (
         AttentionLSTMSeq2Seq,
         {"embedding_dim": 24, "hidden_size": 32, "decoder_layers": 2, "encoder_layers": 2, "input_feeding": True},
