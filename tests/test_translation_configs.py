@@ -9,7 +9,6 @@ rows of ``configs/message_catalogs/`` run three training steps and a validation 
 from pathlib import Path
 
 import pytest
-import torch
 
 from lightning_skd.cli import main
 from lightning_skd.data import write_synthetic_parallel_corpus
@@ -26,13 +25,7 @@ TINY = {
 }  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is fastest and immune to other processes holding the CPU cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def callbacks(config, class_path):

@@ -16,13 +16,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SMALL = {"embedding_dim": 16, "hidden_size": 12}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is fastest and immune to other processes holding the CPU cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def write_corpus(folder, names=("train.txt", "valid.txt", "test.txt"), seed=0):
