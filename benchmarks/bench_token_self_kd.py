@@ -8,7 +8,12 @@ of random token ids, through Lightning, median wall time between consecutive bat
 one that reads teachers); the configurations are interleaved ``--repeats`` times so that machine load drifts hit them
 alike, and each ratio is taken against the plain run just before it. The snapshot target is
 ``1 + forward / (forward + backward) + 0.03``, with forward and backward of the plain step timed separately in the
-same process. ``--size small`` (default on CPU): d_model 256, 3+3 layers, vocabulary 8,000, 32 x 24 target tokens;
+same process. Because end-to-end ratios of separate runs cannot resolve a few percent on a shared machine, the
+callback's cost is also *attributed* within each run: the time spent inside its per-step hooks (teacher forward,
+cache look-up and write; ``TimedSelfKDCallback`` of ``bench_self_kd_cache.py``) plus the fwd+bwd time of the Self-KD
+loss minus plain cross-entropy, relative to the median plain step.
+
+``--size small`` (default on CPU): d_model 256, 3+3 layers, vocabulary 8,000, 32 x 24 target tokens.
 ``--size paper`` (default on a GPU): Kim et al.'s Transformer (6+6 layers, d_model 512, 4 heads, d_ff 1024),
 vocabulary 10,000, 128 x 32 = 4,096 target tokens.
 """
@@ -23,12 +28,15 @@ from dataclasses import dataclass
 
 import pytorch_lightning as pl
 import torch
-from lightning_skd.data.parallel_text import TranslationInput
-from lightning_skd.models.seq2seq import TransformerSeq2Seq
+import torch.nn.functional as F
+from bench_self_kd_cache import TimedSelfKDCallback  # the benchmark's own folder is on sys.path
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_skd import SelfKDCallback, self_kd_loss
 from lightning_skd.callbacks import PredictionCache, TokenPredictionCache
+from lightning_skd.data.parallel_text import TranslationInput
+from lightning_skd.functional import self_kd_cross_entropy
+from lightning_skd.models.seq2seq import TransformerSeq2Seq
 
 IWSLT15_PAIRS = 191_000
 IWSLT15_MEAN_TARGET_TOKENS = 26.0  # assumption, see memory_table
@@ -188,6 +196,35 @@ def forward_backward_times(size: Size, device: torch.device, repeats: int = 10) 
     return statistics.median(forward), statistics.median(backward)
 
 
+def loss_time_difference(size: Size, device: torch.device, topk: int | None, repeats: int = 30) -> float:
+    """Median fwd+bwd time (s) of the token Self-KD loss (dense teacher, or sparse top-k) minus cross-entropy."""
+    generator = torch.Generator().manual_seed(0)
+    rows = size.batch * size.length
+    logits = torch.randn(rows, size.vocab, generator=generator).to(device).requires_grad_()
+    target = torch.randint(0, size.vocab, (rows,), generator=generator).to(device)
+    teacher = torch.randn(rows, size.vocab, generator=generator).softmax(-1).to(device)
+    ids = None
+    if topk is not None:
+        teacher, ids = teacher.topk(topk, dim=-1)
+    alpha = torch.full((rows,), 0.5, device=device)
+
+    def median_time(step) -> float:
+        times = []
+        for _ in range(repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    skd = median_time(lambda: self_kd_cross_entropy(logits, target, teacher, alpha, teacher_class_ids=ids).backward())
+    plain = median_time(lambda: F.cross_entropy(logits, target).backward())
+    return skd - plain
+
+
 def step_table(size_name: str, steps: int, repeats: int) -> None:
     size = SIZES[size_name]
     accelerator = "gpu" if torch.cuda.is_available() else "cpu"
@@ -198,12 +235,20 @@ def step_table(size_name: str, steps: int, repeats: int) -> None:
     }
     plain_times: list[float] = []
     ratios: dict[str, list[float]] = {name: [] for name in configs}
+    hooks: dict[str, list[float]] = {name: [] for name in configs}
     for _ in range(repeats):
         plain = run(size, None, steps, accelerator)
         plain_times.append(plain)
         for name, kwargs in configs.items():
-            ratios[name].append(run(size, SelfKDCallback(alpha_T=0.7, **kwargs), steps, accelerator) / plain)
+            callback = TimedSelfKDCallback(alpha_T=0.7, **kwargs)
+            ratios[name].append(run(size, callback, steps, accelerator) / plain)
+            hooks[name].append(statistics.median(callback.hook_times))
     forward, backward = forward_backward_times(size, device)
+    loss_delta = {
+        "snapshot (teacher-forced frozen copy)": loss_time_difference(size, device, topk=None),
+        "token cache, top-8 float16": loss_time_difference(size, device, topk=8),
+    }
+    base = statistics.median(plain_times)
     where = torch.cuda.get_device_name() if accelerator == "gpu" else f"CPU, {torch.get_num_threads()} threads"
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
@@ -217,10 +262,19 @@ def step_table(size_name: str, steps: int, repeats: int) -> None:
         f"-> snapshot target {snapshot_target:.3f}x"
     )
     targets = {"snapshot (teacher-forced frozen copy)": snapshot_target, "token cache, top-8 float16": 1.05}
-    print(f"{'configuration':<40}{'step / plain':>14}{'spread':>18}{'target':>10}")
+    print(f"{'configuration':<40}{'hooks ms':>10}{'attributed':>12}{'end-to-end':>12}{'spread':>18}{'target':>9}")
     for name, values in ratios.items():
+        hook = statistics.median(hooks[name])
+        attributed = 1 + (hook + loss_delta[name]) / base
         spread = f"[{min(values):.3f}, {max(values):.3f}]"
-        print(f"{name:<40}{statistics.median(values):>13.3f}x{spread:>18}{targets[name]:>9.3f}x")
+        print(
+            f"{name:<40}{hook * 1e3:>10.1f}{attributed:>11.3f}x{statistics.median(values):>11.3f}x{spread:>18}"
+            f"{targets[name]:>8.3f}x"
+        )
+    print(
+        "attributed = 1 + (median time inside the callback's hooks + loss fwd+bwd difference) / median plain step;\n"
+        "end-to-end = median over repeats of (step with the callback / step of the plain run just before)."
+    )
 
 
 def main() -> None:
@@ -228,7 +282,9 @@ def main() -> None:
     parser.add_argument("--size", choices=sorted(SIZES), default="paper" if torch.cuda.is_available() else "small")
     parser.add_argument("--steps", type=int, default=20, help="training steps per epoch")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions of every configuration")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: immune to other jobs' load)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     memory_table()
     step_table(args.size, args.steps, args.repeats)
 
