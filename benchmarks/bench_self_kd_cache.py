@@ -62,13 +62,15 @@ class PooledImages(Dataset):
 
 
 class StepTimer(pl.Callback):
-    """Wall time between consecutive training-batch starts of the second epoch."""
+    """Wall time between consecutive training-batch starts of the second epoch (device synchronised)."""
 
     def __init__(self) -> None:
         self.times: list[float] = []
         self._last: float | None = None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize()
         now = time.perf_counter()
         if trainer.current_epoch == 1 and self._last is not None and batch_idx > 0:
             self.times.append(now - self._last)

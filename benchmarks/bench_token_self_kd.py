@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from bench_self_kd_cache import TimedSelfKDCallback  # the benchmark's own folder is on sys.path
+from bench_self_kd_cache import StepTimer, TimedSelfKDCallback  # the benchmark's own folder is on sys.path
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_skd import SelfKDCallback, self_kd_loss
@@ -129,22 +129,6 @@ class StepModule(pl.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=1e-4, betas=(0.9, 0.98))
-
-
-class StepTimer(pl.Callback):
-    """Wall time between consecutive training-batch starts of the second epoch (device synchronised)."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-        self._last: float | None = None
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if pl_module.device.type == "cuda":
-            torch.cuda.synchronize()
-        now = time.perf_counter()
-        if trainer.current_epoch == 1 and self._last is not None and batch_idx > 0:
-            self.times.append(now - self._last)
-        self._last = now
 
 
 def run(size: Size, callback: SelfKDCallback | None, steps: int, accelerator: str) -> float:
