@@ -104,12 +104,18 @@ class PredictionCache:
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def keys(self, index: Tensor, mask: Tensor | None = None) -> Tensor:
-        """The table rows of a batch: one per sample, its dataset index ``(B,)`` (``mask`` must be ``None``)."""
-        if mask is not None:
+        """The table rows of a batch: one per sample, its dataset index ``(B,)``.
+
+        ``mask`` ``(B,)``, if given, keeps only the samples that are rows (target not ignored): ``(R,)``.
+        """
+        if mask is None:
+            return index
+        if mask.shape != index.shape:
             raise ValueError(
-                "This prediction cache holds one row per sample; per-token targets need a TokenPredictionCache."
+                f"This prediction cache holds one row per sample: `mask` must have the index's shape "
+                f"{tuple(index.shape)}, got {tuple(mask.shape)}; per-token targets need a TokenPredictionCache."
             )
-        return index
+        return index[mask.to(index.device)]
 
     def rows_written_in(self, epoch: int) -> int:
         """How many rows already hold a prediction made in ``epoch`` (one host sync)."""

@@ -6,6 +6,8 @@ Kim et al., "Self-Knowledge Distillation: A Simple Way for Better Generalization
 from __future__ import annotations
 
 import copy
+import inspect
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,10 @@ from lightning_skd.regularizers.mixing import MixInfo
 
 _CACHE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy")
+# LightningModule methods that torch.compile(LightningModule) replaces by instance attributes wrapping the bound method
+_COMPILED_METHODS = ("forward", "training_step", "validation_step", "test_step", "predict_step")
+# Per-epoch counts, accumulated on the device and summed over processes at the epoch's end.
+_EPOCH_COUNTS = ("teacher_correct", "teacher_rows", "rows", "nonfinite_predictions", "nonfinite_teachers")
 
 
 @dataclass
@@ -42,18 +48,32 @@ class SelfKDBatch:
 
 @dataclass
 class _TeacherForBatch:
-    """The current batch as rows: one per sample, or one per non-padding target token (row-major)."""
+    """The current batch as rows: one per non-padding sample, or one per non-padding target token (row-major)."""
 
     teacher: TeacherRows | None  # None: no teacher table yet (cache mode before the first write)
-    target: Tensor  # (R,) class of each row
-    mask: Tensor | None  # (B, T) token positions that are rows; None for (B,) targets
+    mask: Tensor  # (B,) or (B, T) bool: the positions that are rows (target != ignore_index)
+    positions: Tensor  # (R,) flat positions of the rows in ``mask``
     index: Tensor | None  # (B,) dataset indices (cache mode)
     keys: Tensor | None  # (R,) cache rows; None until the cache exists
+    nonfinite_teachers: Tensor | None = None  # () teacher rows dropped for being NaN / inf
+
+    @property
+    def token_level(self) -> bool:
+        """Whether the targets are ``(B, T)`` token sequences."""
+        return self.mask.ndim == 2
+
+    def rows(self, values: Tensor) -> Tensor:
+        """``values`` of shape ``(*mask.shape, ...)`` at the row positions: ``(R, ...)``; differentiable, no sync."""
+        return values.flatten(0, self.mask.ndim - 1).index_select(0, self.positions)
 
 
-def _as_rows(scores: Tensor, mask: Tensor | None) -> Tensor:
-    """``(B, C)`` scores as they are; ``(B, T, C)`` token scores -> ``(R, C)`` rows of the positions in ``mask``."""
-    return scores if mask is None else scores[mask]
+def _finite_teacher(teacher: TeacherRows) -> tuple[TeacherRows, Tensor]:
+    """``teacher`` without its non-finite rows (marked invalid, zeroed) and how many valid rows were non-finite."""
+    finite = torch.isfinite(teacher.values).all(dim=-1)  # (R,)
+    nonfinite = (teacher.valid & ~finite).sum()
+    valid = teacher.valid & finite
+    values = torch.where(valid[:, None], teacher.values, torch.zeros_like(teacher.values))
+    return TeacherRows(values, teacher.class_ids, valid), nonfinite
 
 
 class SelfKDCallback(Callback):
@@ -73,8 +93,16 @@ class SelfKDCallback(Callback):
     At the first epoch there is no teacher and the target is the hard label. ``alpha_t`` follows ``schedule``:
     ``"linear"`` (the paper's ``alpha_T * t / T`` with ``T = trainer.max_epochs``), ``"constant"``, ``"step"``, an
     :class:`~lightning_skd.callbacks.AlphaSchedule`, or any callable ``(epoch, max_epochs) -> alpha`` with the 1-based
-    epoch. Logged each epoch: ``skd/alpha``, ``skd/teacher_acc`` (teacher argmax agrees with the label) and
-    ``skd/teacher_coverage`` (fraction of training samples that had a teacher).
+    epoch. Logged each epoch: ``skd/alpha``, ``skd/teacher_acc`` (teacher argmax agrees with the label passed to
+    :func:`self_kd_loss`), ``skd/teacher_coverage`` (fraction of training rows that had a teacher),
+    ``skd/nonfinite_rows`` (rows of the model's own predictions that were NaN / inf: never kept as teachers, the
+    sample keeps its older one) and ``skd/nonfinite_teacher_rows`` (teacher rows that were NaN / inf: not used, the row
+    trains on its hard label); a warning names the epoch when either is non-zero.
+
+    The labels trained on are the ``target`` passed to :func:`self_kd_loss` (a ``training_step`` may remap them); the
+    batch's own target (:meth:`unpack_batch`) only lays out the rows and must mark the same positions as ignored.
+    Class targets equal to ``ignore_index`` are skipped as :func:`torch.nn.functional.cross_entropy` skips them: no
+    loss, no gradient, no cache row, no teacher statistics.
 
     Sequence outputs (translation, language modelling) distil per token: with ``logits (B, T, V)`` and
     ``target (B, T)`` every non-padding token (``target != ignore_index``) gets its own soft target
@@ -93,7 +121,9 @@ class SelfKDCallback(Callback):
 
     Batches are ``(inputs, target, index)`` sequences or mappings with keys ``"input"``, ``"target"``, ``"index"``;
     override :meth:`unpack_batch` for other layouts and :meth:`teacher_logits` for a teacher forward other than
-    ``teacher(inputs)``.
+    ``teacher(inputs)``. The snapshot teacher runs once on the first training batch (with no weight in the loss), so
+    a forward that does not fit the batch fails at step 0. A module compiled with ``torch.compile`` (the
+    LightningModule or an inner module) gets a teacher that is an independent compiled copy.
 
     Args:
         mode: ``"cache"`` or ``"snapshot"``.
@@ -107,7 +137,8 @@ class SelfKDCallback(Callback):
             committed atomically at each epoch end; see :class:`~lightning_skd.callbacks.DiskPredictionCache`.
         cache_keep_generations: With ``cache_dir``: finished epochs kept on disk, so older checkpoints can resume.
         refresh_every_n_steps: Snapshot mode only: also refresh the teacher every this many optimizer steps.
-        ignore_index: Target value of padding in ``(B, T)`` sequence targets.
+        ignore_index: Target value of ignored samples in ``(B,)`` class targets and of padding in ``(B, T)``
+            sequence targets.
 
     """
 
@@ -154,6 +185,8 @@ class SelfKDCallback(Callback):
                 "`cache_dir` keeps the cache on disk in float32 or float16: drop `cache_device` and use "
                 f"cache_dtype='float32' or 'float16' (got cache_device={cache_device!r}, cache_dtype={cache_dtype!r})."
             )
+        if cache_dir is not None:
+            _check_cache_dir(cache_dir)
         if not (isinstance(cache_keep_generations, int) and cache_keep_generations >= 1):
             raise ValueError(f"`cache_keep_generations` must be a positive integer, got {cache_keep_generations!r}.")
         if refresh_every_n_steps is not None:
@@ -192,9 +225,8 @@ class SelfKDCallback(Callback):
         self._predictions: Tensor | None = None  # (R, C) detached student logits of the current batch's rows
         self._batch_mixed = False  # the current batch's images were mixed: its predictions are not cached
         self._loss_calls = 0
-        self._teacher_correct = torch.zeros(())
-        self._teacher_count = torch.zeros(())
-        self._seen = torch.zeros(())
+        self._teacher_checked = False  # snapshot mode: the teacher forward ran once on this fit's first batch
+        self._counts = torch.zeros(len(_EPOCH_COUNTS))  # this epoch's statistics, see _EPOCH_COUNTS
 
     # ---------------------------------------------------------------- policy: override to adapt to other modules
     def unpack_batch(self, batch: Any) -> SelfKDBatch:
@@ -272,7 +304,8 @@ class SelfKDCallback(Callback):
                 f"SelfKDCallback(num_classes={self.num_classes}) but the model outputs {logits.shape[-1]} classes."
             )
         self._loss_calls += 1
-        rows = _as_rows(logits, batch.mask)  # (R, C)
+        rows = batch.rows(logits)  # (R, C)
+        target_rows = batch.rows(target)  # (R,) the labels trained on: the ones passed here
         self._predictions = rows.detach()
         self._batch_mixed = mix is not None
         teacher = batch.teacher
@@ -280,12 +313,13 @@ class SelfKDCallback(Callback):
             raise ValueError(
                 f"The teacher predicts {teacher.values.shape[-1]} classes but the model outputs {logits.shape[-1]}."
             )
+        self._count_rows(teacher, target_rows, self._predictions)
         if mix is not None:  # (B, C) mixed soft targets; predictions on mixed images never enter the cache
             return soft_target_cross_entropy(logits, self.soft_targets(target, mix=mix))
         if teacher is None:  # no teacher tensor yet (first epoch before the cache exists)
-            return F.cross_entropy(rows.float(), batch.target)
+            return F.cross_entropy(rows.float(), target_rows)
         alpha = self.alpha * teacher.valid.float()  # (R,): no teacher -> hard label (alpha 0 is plain CE)
-        return self_kd_cross_entropy(rows, batch.target, teacher.values, alpha, teacher_class_ids=teacher.class_ids)
+        return self_kd_cross_entropy(rows, target_rows, teacher.values, alpha, teacher_class_ids=teacher.class_ids)
 
     def soft_targets(self, target: Tensor, mix: MixInfo | None = None) -> Tensor:
         """The current training batch's soft targets ``s_i = (1 - a_i) onehot(y_i) + a_i P_teacher(x_i)``.
@@ -303,15 +337,15 @@ class SelfKDCallback(Callback):
         num_classes = self._predictions.shape[-1] if self._predictions is not None else self.num_classes
         if num_classes is None:
             raise RuntimeError("Call soft_targets after self_kd_loss (the number of classes is not known yet).")
+        target_rows = batch.rows(target)  # (R,)
         if teacher is None or not bool(teacher.valid.any()):
-            rows = F.one_hot(batch.target, num_classes).float()  # (R, C)
+            rows = F.one_hot(target_rows, num_classes).float()  # (R, C)
         else:
-            rows = self_kd_targets(batch.target, teacher.dense(num_classes), self.alpha * teacher.valid.float())
-        if batch.mask is not None:
-            tokens = rows.new_zeros(*batch.mask.shape, num_classes)  # (B, T, V), zeros at padding
-            tokens[batch.mask] = rows
-            return tokens
-        return rows if mix is None else mix.mix(rows)
+            rows = self_kd_targets(target_rows, teacher.dense(num_classes), self.alpha * teacher.valid.float())
+        targets = rows.new_zeros(batch.mask.numel(), num_classes)  # (B, C) or (B * T, V), zeros at padding
+        targets.index_copy_(0, batch.positions, rows)
+        targets = targets.view(*batch.mask.shape, num_classes)
+        return targets if mix is None else mix.mix(targets)
 
     # ---------------------------------------------------------------- hooks, in lifecycle order
     @override
@@ -331,7 +365,7 @@ class SelfKDCallback(Callback):
             )
         if self.mode == "snapshot":
             strategy = type(trainer.strategy).__name__
-            if strategy in _SHARDED_STRATEGIES:
+            if any(cls.__name__ in _SHARDED_STRATEGIES for cls in type(trainer.strategy).__mro__):
                 raise ValueError(
                     f"SelfKDCallback(mode='snapshot') copies the whole model and cannot work with the sharded "
                     f"{strategy}; use mode='cache' (or a DDP strategy)."
@@ -347,6 +381,7 @@ class SelfKDCallback(Callback):
         if not self._restored:  # a new run (e.g. the same callback in a second trainer.fit): nothing carries over
             self._start_afresh()
         self._restored = False
+        self._teacher_checked = False
         if self.mode == "snapshot" and self.teacher is None:
             self.teacher = self._make_teacher(pl_module)
             if self._pending_state is not None:  # restored from a checkpoint before the teacher existed
@@ -358,10 +393,12 @@ class SelfKDCallback(Callback):
             if self._disk_state is not None:
                 rows_state = self._disk_state.get("rows", self._disk_state)
                 token_level = self._disk_state.get("layout") == "token"
+                samples = len(self._disk_state["lengths"]) if token_level else rows_state["num_samples"]
+                self._check_cache_matches_dataset(samples, resumed=True)
                 self._create_cache(rows_state["num_classes"], pl_module, token_level, restore=self._disk_state)
                 self._disk_state = None
             elif self.cache is not None:  # restored from a checkpoint's in-memory table
-                self._check_cache_matches_dataset()
+                self._check_cache_matches_dataset(self.cache.num_samples, resumed=True)
                 self._warn_if_resumed_mid_epoch(trainer.current_epoch)
                 self.cache.to(self._cache_device(pl_module))
             if isinstance(self.cache, TokenPredictionCache):
@@ -374,10 +411,9 @@ class SelfKDCallback(Callback):
         self.alpha = self.alpha_for_epoch(trainer.current_epoch + 1, trainer.max_epochs)
         if self.mode == "cache" and trainer.current_epoch > 0:
             self._num_samples = self._train_dataset_length(trainer)
-            self._check_cache_matches_dataset()
-        self._teacher_correct = torch.zeros((), device=pl_module.device)
-        self._teacher_count = torch.zeros((), device=pl_module.device)
-        self._seen = torch.zeros((), device=pl_module.device)
+            if self.cache is not None:
+                self._check_cache_matches_dataset(self.cache.num_samples, resumed=False)
+        self._counts = torch.zeros(len(_EPOCH_COUNTS), device=pl_module.device)
 
     @override
     def on_train_batch_start(
@@ -385,9 +421,9 @@ class SelfKDCallback(Callback):
     ) -> None:
         """Look up (cache) or compute (snapshot) the teacher distribution of this batch's rows."""
         parts = self.unpack_batch(batch)
-        mask = None if parts.target.ndim == 1 else parts.target != self.ignore_index  # (B, T) token rows
-        target = _as_rows(parts.target, mask)  # (R,)
-        teacher, index, keys = None, None, None
+        mask = parts.target != self.ignore_index  # (B,) or (B, T): the rows; padding and ignored samples are not
+        positions = mask.flatten().nonzero().squeeze(1)  # (R,); the one host sync of the row layout
+        teacher, index, keys, nonfinite_teachers = None, None, None, None
         if self.mode == "cache":
             if parts.index is None:
                 raise ValueError(
@@ -402,20 +438,17 @@ class SelfKDCallback(Callback):
             else:
                 keys = self.cache.keys(index, mask)
                 teacher = self.cache.read_teacher(keys, trainer.current_epoch)
-        elif self._has_teacher:
-            with torch.no_grad(), trainer.precision_plugin.forward_context():
-                logits = _as_rows(self.teacher_logits(self.teacher, parts.inputs), mask)  # (R, C)
-            valid = torch.ones_like(target, dtype=torch.bool)
-            teacher = TeacherRows(logits.float().softmax(dim=-1), None, valid)
-        self._batch_teacher = _TeacherForBatch(teacher=teacher, target=target, mask=mask, index=index, keys=keys)
+        elif self._has_teacher or not self._teacher_checked:
+            # Before the first refresh the teacher still runs once, on the first batch, with no weight in the loss:
+            # a forward that does not fit the batch (unpack_batch / teacher_logits) fails at step 0, not an epoch on.
+            teacher = self._snapshot_teacher_rows(trainer, parts.inputs, mask, positions)
+            self._teacher_checked = True
+        if teacher is not None:  # a NaN / inf teacher row is never used: that row trains on its hard label
+            teacher, nonfinite_teachers = _finite_teacher(teacher)
+        self._batch_teacher = _TeacherForBatch(teacher, mask, positions, index, keys, nonfinite_teachers)
         self._predictions = None
         self._batch_mixed = False
         self._loss_calls = 0
-        if teacher is not None:  # accumulated on the device: no host sync per step
-            agree = teacher.argmax() == target
-            self._teacher_correct += (agree & teacher.valid).sum()
-            self._teacher_count += teacher.valid.sum()
-        self._seen += len(target)
 
     @override
     def on_train_batch_end(
@@ -434,11 +467,14 @@ class SelfKDCallback(Callback):
         if self.mode == "cache":
             batch = self._batch_teacher
             if self.cache is None:
-                self._create_cache(self._predictions.shape[-1], pl_module, token_level=batch.mask is not None)
+                self._create_cache(self._predictions.shape[-1], pl_module, token_level=batch.token_level)
             keys = batch.keys if batch.keys is not None else self.cache.keys(batch.index, batch.mask)
             predictions = self._predictions
             if self._batch_mixed:  # predictions on mixed images are no sample's prediction: write no row
                 predictions, keys = predictions[:0], keys[:0]
+            else:  # a non-finite row never becomes a teacher: the sample keeps its older prediction
+                finite = torch.isfinite(predictions).all(dim=-1)  # (R,)
+                predictions, keys = predictions[finite], keys[finite]
             payload = self.cache.compress_logits(predictions)
             # every rank takes part in the gather, also with no rows (another rank's batch may be un-mixed)
             keys, payload = self._all_gather_rows(trainer, keys, payload)
@@ -458,14 +494,27 @@ class SelfKDCallback(Callback):
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Log alpha and teacher statistics; snapshot mode: the end-of-epoch weights become the next teacher."""
-        stats = torch.stack([self._teacher_correct, self._teacher_count, self._seen]).float()
-        correct, count, seen = trainer.strategy.reduce(stats, reduce_op="sum").tolist()
+        totals = trainer.strategy.reduce(self._counts.clone(), reduce_op="sum").tolist()
+        counts = dict(zip(_EPOCH_COUNTS, totals, strict=True))
         # Already global (summed over processes above), identical on every rank: sync_dist=True says so to Lightning,
         # and its mean of identical values leaves them unchanged.
-        pl_module.log("skd/alpha", self.alpha, on_step=False, on_epoch=True, sync_dist=True)
-        pl_module.log("skd/teacher_coverage", count / max(seen, 1.0), on_step=False, on_epoch=True, sync_dist=True)
-        if count > 0:
-            pl_module.log("skd/teacher_acc", correct / count, on_step=False, on_epoch=True, sync_dist=True)
+        logged = {
+            "skd/alpha": self.alpha,
+            "skd/teacher_coverage": counts["teacher_rows"] / max(counts["rows"], 1.0),
+            "skd/nonfinite_rows": counts["nonfinite_predictions"],
+            "skd/nonfinite_teacher_rows": counts["nonfinite_teachers"],
+        }
+        if counts["teacher_rows"] > 0:
+            logged["skd/teacher_acc"] = counts["teacher_correct"] / counts["teacher_rows"]
+        for name, value in logged.items():
+            pl_module.log(name, value, on_step=False, on_epoch=True, sync_dist=True)
+        if counts["nonfinite_predictions"] or counts["nonfinite_teachers"]:
+            rank_zero_warn(
+                f"SelfKDCallback: in epoch {trainer.current_epoch}, {int(counts['nonfinite_predictions'])} rows of the "
+                f"model's predictions were non-finite (NaN/inf) and were not kept as teachers, and "
+                f"{int(counts['nonfinite_teachers'])} non-finite teacher rows were not used (those rows trained on "
+                "their hard label). Check the learning rate, gradient clipping or mixed-precision loss scaling."
+            )
         self._finish_epoch(trainer, pl_module)
 
     # ---------------------------------------------------------------- checkpointing
@@ -516,6 +565,48 @@ class SelfKDCallback(Callback):
         elif state["teacher"] is None:
             self._pending_state = None
 
+    def _snapshot_teacher_rows(self, trainer: pl.Trainer, inputs: Any, mask: Tensor, positions: Tensor) -> TeacherRows:
+        """The snapshot teacher's distributions of the batch's rows; all invalid before the first refresh."""
+        with torch.no_grad(), trainer.precision_plugin.forward_context():
+            try:
+                logits = self.teacher_logits(self.teacher, inputs)
+            except Exception as error:
+                if not self._teacher_checked:
+                    error.add_note(
+                        "SelfKDCallback(mode='snapshot') ran its teacher on the first training batch: "
+                        "teacher_logits(teacher, inputs) with the inputs SelfKDCallback.unpack_batch returned. If the "
+                        "batch layout is your own, override teacher_logits as well as unpack_batch."
+                    )
+                raise
+        expected = tuple(mask.shape)
+        if not isinstance(logits, Tensor) or logits.ndim != mask.ndim + 1 or tuple(logits.shape[:-1]) != expected:
+            got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+            raise ValueError(
+                f"SelfKDCallback.teacher_logits must return logits of shape {expected + ('C',)} for this batch "
+                f"(target shape {expected}), got {got}. Override teacher_logits for models whose forward returns "
+                "something else."
+            )
+        rows = _TeacherForBatch(None, mask, positions, None, None).rows(logits)  # (R, C)
+        valid = torch.full((len(positions),), self._has_teacher, dtype=torch.bool, device=rows.device)
+        probs = rows.float().softmax(dim=-1) * valid[:, None]
+        return TeacherRows(probs, None, valid)
+
+    def _count_rows(self, teacher: TeacherRows | None, target: Tensor, predictions: Tensor) -> None:
+        """Add a batch's rows to this epoch's statistics (:data:`_EPOCH_COUNTS`), on the device: no host sync."""
+        zero = torch.zeros((), device=target.device, dtype=torch.long)
+        correct = zero if teacher is None else ((teacher.argmax() == target) & teacher.valid).sum()
+        with_teacher = zero if teacher is None else teacher.valid.sum()
+        nonfinite_predictions = (~torch.isfinite(predictions).all(dim=-1)).sum()
+        nonfinite_teachers = self._batch_teacher.nonfinite_teachers
+        counts = [
+            correct,
+            with_teacher,
+            torch.full_like(zero, len(target)),
+            nonfinite_predictions,
+            zero if nonfinite_teachers is None else nonfinite_teachers,
+        ]
+        self._counts += torch.stack(counts).to(self._counts)
+
     def _start_afresh(self) -> None:
         self.alpha = 0.0
         self.cache = None
@@ -528,12 +619,33 @@ class SelfKDCallback(Callback):
         # LightningModule.__getstate__ drops the trainer reference. Plain callables held by the module (optimizer /
         # scheduler factories from LightningCLI) are shared, not copied: the teacher only runs forward passes, and
         # under DDP such factories can reach objects that cannot be copied (thread locks).
+        # torch.compile(LightningModule) makes `forward` and the step methods instance attributes wrapping the
+        # *student's* bound methods; a copy sharing them would run the live student. The teacher drops them (falling
+        # back to its own class methods) and compiles its own forward with the same compiler settings.
+        compiled = getattr(pl_module, "_compiler_ctx", None)
+        wrapped = {name for name in _COMPILED_METHODS if name in vars(pl_module)}
+        if compiled is None:
+            for name in wrapped:
+                value = vars(pl_module)[name]
+                if not (inspect.ismethod(value) and value.__self__ is pl_module):
+                    raise ValueError(
+                        f"SelfKDCallback(mode='snapshot') cannot copy {type(pl_module).__name__}: its `{name}` is an "
+                        f"instance attribute ({type(value).__name__}) that the frozen teacher would share with the "
+                        "student. Compile with torch.compile(module) or compile the inner nn.Module instead, or use "
+                        "mode='cache'."
+                    )
         shared = {
             id(value): value
-            for value in vars(pl_module).values()
-            if callable(value) and not isinstance(value, (torch.nn.Module, type))
+            for name, value in vars(pl_module).items()
+            if callable(value) and not isinstance(value, (torch.nn.Module, type)) and name not in wrapped
         }
+        if compiled is not None:
+            shared[id(compiled)] = None  # the teacher is compiled below, not through the student's context
         teacher = copy.deepcopy(pl_module, memo=shared)
+        if compiled is not None:
+            for name in wrapped:
+                delattr(teacher, name)
+            teacher.forward = compiled["dynamo_ctx"](teacher.forward)
         teacher.requires_grad_(False)
         return teacher.eval()
 
@@ -607,22 +719,47 @@ class SelfKDCallback(Callback):
                 "self_kd_loss expects logits (B, C) with target (B,), or token logits (B, T, V) with target (B, T), "
                 f"got {tuple(logits.shape)} and {tuple(target.shape)}."
             )
-        if (batch.mask is not None) != tokens or (tokens and target.shape != batch.mask.shape):
+        if target.shape != batch.mask.shape:
             raise ValueError(
-                f"self_kd_loss got target of shape {tuple(target.shape)} but the training batch's target has "
-                f"{'shape ' + str(tuple(batch.mask.shape)) if batch.mask is not None else 'one class per sample'}; "
-                "pass the batch's own target."
+                f"self_kd_loss got `target` of shape {tuple(target.shape)} but the training batch's target has shape "
+                f"{tuple(batch.mask.shape)} (from SelfKDCallback.unpack_batch); pass a target of the batch's shape."
             )
-        if tokens and mix is not None:
+        # The values passed here are trained on (a training_step may remap labels); the batch's target only lays
+        # out the rows (and the cache keys), so the two must agree on which positions are ignored.
+        passed_rows = target != self.ignore_index
+        if not torch.equal(passed_rows, batch.mask.to(passed_rows.device)):
+            differ = int((passed_rows != batch.mask.to(passed_rows.device)).sum())
+            raise ValueError(
+                f"self_kd_loss got a `target` whose ignored positions (== ignore_index={self.ignore_index}) differ "
+                f"from those of the training batch's target (SelfKDCallback.unpack_batch) at {differ} of "
+                f"{target.numel()} positions: `target` has {int((~passed_rows).sum())} ignored, the batch's target "
+                f"{int((~batch.mask).sum())}. Remapping labels in training_step is fine; ignoring other positions is "
+                "not: set them to ignore_index in the dataset (or in unpack_batch) instead."
+            )
+        if mix is not None and tokens:
             raise ValueError("`mix` (CutMix / Mixup) is defined for (B, C) classification, not for token targets.")
-
-    def _check_cache_matches_dataset(self) -> None:
-        if self.cache is not None and self.cache.num_samples != self._num_samples:
+        if mix is not None and len(batch.positions) != target.numel():
             raise ValueError(
-                f"The training dataset has {self._num_samples} samples but the Self-KD prediction cache was built "
-                f"for {self.cache.num_samples}. Cache mode needs a fixed training set with stable indices; use "
-                "mode='snapshot' for datasets whose length changes."
+                f"`mix` (CutMix / Mixup) needs a class for every sample, but the batch has "
+                f"{target.numel() - len(batch.positions)} samples with target == ignore_index={self.ignore_index}."
             )
+
+    def _check_cache_matches_dataset(self, cached_samples: int, resumed: bool) -> None:
+        if cached_samples == self._num_samples:
+            return
+        what_to_do = (
+            "Resume with the training set the checkpoint was trained on; to train on another one, start a new run "
+            "(no ckpt_path"
+            + (", and a new or empty cache_dir" if self.cache_dir is not None else "")
+            + "): the checkpoint's teachers belong to the old samples."
+            if resumed
+            else "Keep the training set fixed during fit."
+        )
+        raise ValueError(
+            f"The training dataset has {self._num_samples} samples but the Self-KD prediction cache "
+            f"{'in the checkpoint ' if resumed else ''}was built for {cached_samples}: cache mode keys each teacher "
+            f"by sample index. {what_to_do} Use mode='snapshot' for a training set whose size changes."
+        )
 
     def _warn_if_resumed_mid_epoch(self, epoch: int) -> None:
         already_written = self.cache.rows_written_in(epoch)
@@ -669,6 +806,22 @@ class SelfKDCallback(Callback):
             return strategy.all_gather(as_bytes)[keep].view(padded.dtype)
 
         return gather(index), {name: gather(rows) for name, rows in payload.items()}
+
+
+def _check_cache_dir(cache_dir: str) -> None:
+    """Raise early, naming ``cache_dir``, if the folder cannot be created or written by this process."""
+    path = Path(cache_dir)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"`cache_dir` must be a folder, got {cache_dir!r}, which exists and is not a folder.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"`cache_dir` must be a folder this process can create and write, got {cache_dir!r}: "
+            f"{type(error).__name__}: {error.strerror or error}."
+        ) from error
 
 
 def self_kd_loss(module: pl.LightningModule, logits: Tensor, target: Tensor, mix: MixInfo | None = None) -> Tensor:
