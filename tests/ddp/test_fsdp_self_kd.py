@@ -84,11 +84,5 @@ def test_model_parallel_snapshot_mode_refused_with_clear_error(fsdp_runs):
     _assert_refused_in_setup(fsdp_runs["snapshot_model_parallel"], "ModelParallelStrategy")
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    strict=True,
-    reason="SelfKDCallback.setup compares type(trainer.strategy).__name__ with the sharded names, so an FSDPStrategy "
-    "subclass (as here, on CPU) is not refused: the copied teacher fails in epoch 2 on its flattened weights",
-)
 def test_fsdp_snapshot_mode_refused_with_clear_error(fsdp_runs):
     _assert_refused_in_setup(fsdp_runs["snapshot"], "CPUFSDPStrategy")
