@@ -429,7 +429,6 @@ def test_self_kd_callback_loss_and_gradient_equal_eq6_reference(seed, tmp_path, 
     check_run(case, model, fit_trainer)
 
 
-@pytest.mark.xfail(strict=True, reason="ignore_index for class targets lands with issue 16 finding 5")
 @pytest.mark.parametrize("seed", range(NUM_CASES, NUM_CASES + NUM_IGNORE_CASES))
 def test_self_kd_callback_class_ignore_index_rows_get_no_loss_gradient_cache_row_or_statistics(
     seed, tmp_path, one_thread
