@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_skd import SelfKDCallback
-from lightning_skd.callbacks import PredictionCache
+from lightning_skd.callbacks.prediction_table import MemoryPredictionTable
 from lightning_skd.functional import self_kd_cross_entropy
 from lightning_skd.models import ImageClassifier
 
@@ -42,7 +42,7 @@ def memory_table() -> None:
         cells = []
         for rows, classes in SHAPES.values():
             device = "cpu" if rows * classes <= 10_000_000 else "meta"
-            cells.append(f"{PredictionCache(rows, classes, device=device, **kwargs).nbytes / 2**20:>24.1f}MB")
+            cells.append(f"{MemoryPredictionTable(rows, classes, device=device, **kwargs).nbytes / 2**20:>24.1f}MB")
         print(f"{option:<24}" + "".join(cells))
 
 

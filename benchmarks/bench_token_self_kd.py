@@ -33,7 +33,7 @@ from bench_self_kd_cache import StepTimer, TimedSelfKDCallback  # the benchmark'
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_skd import SelfKDCallback, self_kd_loss
-from lightning_skd.callbacks import PredictionCache, TokenPredictionCache
+from lightning_skd.callbacks.prediction_table import MemoryPredictionTable
 from lightning_skd.data.parallel_text import TranslationInput
 from lightning_skd.functional import self_kd_cross_entropy
 from lightning_skd.models.seq2seq import TransformerSeq2Seq
@@ -78,7 +78,7 @@ def memory_table() -> None:
         ("top-8 bfloat16", {"dtype": torch.bfloat16, "topk": 8}),
     ]
     for name, kwargs in rows:
-        cache = TokenPredictionCache(lengths, PredictionCache(tokens, 10_000, device="meta", **kwargs))
+        cache = MemoryPredictionTable(tokens, 10_000, device="meta", **kwargs)  # the token rows, not allocated
         print(f"  {name:<42}{cache.nbytes / 1e6:>12,.1f} MB")
 
 

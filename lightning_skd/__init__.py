@@ -1,12 +1,33 @@
 """lightning_skd: self-knowledge distillation for PyTorch Lightning.
 
-* :class:`SelfKDCallback` -- progressive self-knowledge distillation (Kim et al.), cache or snapshot teacher.
-* :func:`self_kd_loss` -- the one call a module's ``training_step`` makes to use it.
-* :class:`EmbeddingSKDLoss` -- SKD for sequence tasks from the output word embeddings (Hahn & Choi).
+What a user needs in their own code is here; modules, DataModules, metrics and the teacher strategies are in their
+subpackages (``lightning_skd.models``, ``.data``, ``.metrics``, ``.callbacks.teachers``).
+
+* :class:`SelfKDCallback` -- progressive self-knowledge distillation (Kim et al.), cache or snapshot teacher, and
+  :func:`self_kd_loss`, the one call a module's ``training_step`` makes to use it; its alpha schedules.
+* :class:`IndexedDataset` -- adds each sample's index to its batch, as cache mode needs.
+* :class:`EmbeddingSKDLoss` and :class:`SKDAlphaScheduler` -- SKD for sequence tasks from the output word embeddings
+  (Hahn & Choi).
+* :class:`CalibrationMetrics` -- ECE, AURC, E-AURC, NLL and top-k error as one torchmetrics collection, DDP-correct.
 """
 
+from lightning_skd.callbacks.alpha_schedules import AlphaSchedule, ConstantAlpha, LinearAlpha, StepAlpha
 from lightning_skd.callbacks.self_kd import SelfKDCallback, self_kd_loss
+from lightning_skd.callbacks.skd_alpha_scheduler import SKDAlphaScheduler
+from lightning_skd.data.indexed import IndexedDataset
 from lightning_skd.losses.embedding_skd import EmbeddingSKDLoss
+from lightning_skd.metrics.collection import CalibrationMetrics
 
-__all__ = ["EmbeddingSKDLoss", "SelfKDCallback", "self_kd_loss"]
+__all__ = [
+    "AlphaSchedule",
+    "CalibrationMetrics",
+    "ConstantAlpha",
+    "EmbeddingSKDLoss",
+    "IndexedDataset",
+    "LinearAlpha",
+    "SKDAlphaScheduler",
+    "SelfKDCallback",
+    "StepAlpha",
+    "self_kd_loss",
+]
 __version__ = "0.1.0"

@@ -1,24 +1,26 @@
-"""Lightning callbacks: Self-KD (PS-KD), its alpha schedules, SKD's alpha scheduler and the prediction writer."""
+"""Lightning callbacks: Self-KD (PS-KD) with its teacher strategies and alpha schedules, SKD's scheduler, a writer.
+
+Prediction tables and row layouts live in their own modules (advanced use).
+"""
 
 from lightning_skd.callbacks.alpha_schedules import AlphaSchedule, ConstantAlpha, LinearAlpha, StepAlpha
-from lightning_skd.callbacks.disk_prediction_cache import DiskPredictionCache
-from lightning_skd.callbacks.prediction_cache import PredictionCache
 from lightning_skd.callbacks.prediction_writer import PredictionWriter
 from lightning_skd.callbacks.self_kd import SelfKDBatch, SelfKDCallback, self_kd_loss
 from lightning_skd.callbacks.skd_alpha_scheduler import SKDAlphaScheduler
-from lightning_skd.callbacks.token_prediction_cache import TokenPredictionCache
+from lightning_skd.callbacks.teachers import BatchRows, CachedTeacher, SnapshotTeacher, Teacher
 
 __all__ = [
     "AlphaSchedule",
+    "BatchRows",
+    "CachedTeacher",
     "ConstantAlpha",
-    "DiskPredictionCache",
     "LinearAlpha",
-    "PredictionCache",
     "PredictionWriter",
     "SelfKDBatch",
     "SelfKDCallback",
     "SKDAlphaScheduler",
+    "SnapshotTeacher",
     "StepAlpha",
-    "TokenPredictionCache",
+    "Teacher",
     "self_kd_loss",
 ]

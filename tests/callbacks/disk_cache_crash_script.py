@@ -1,4 +1,4 @@
-"""Fills a DiskPredictionCache for epoch 0, then is killed (SIGKILL) during a write or the end-of-epoch commit of
+"""Fills a MemmapPredictionTable for epoch 0, then is killed (SIGKILL) during a write or the end-of-epoch commit of
 epoch 1. Usage: python disk_cache_crash_script.py CACHE_DIR {during_epoch,before_rename,before_latest}"""
 
 import os
@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from lightning_skd.callbacks import DiskPredictionCache
+from lightning_skd.callbacks.memmap_prediction_table import MemmapPredictionTable
 
 NUM_SAMPLES, NUM_CLASSES = 64, 10
 
@@ -23,7 +23,7 @@ def die() -> None:
 
 def main() -> None:
     folder, crash_point = sys.argv[1], sys.argv[2]
-    cache = DiskPredictionCache(folder, NUM_SAMPLES, NUM_CLASSES, topk=4)
+    cache = MemmapPredictionTable(folder, NUM_SAMPLES, NUM_CLASSES, topk=4)
     for epoch in (0, 1):
         cache.begin_epoch(epoch)
         half = NUM_SAMPLES // 2

@@ -6,6 +6,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_skd import SelfKDCallback
 from lightning_skd.callbacks import ConstantAlpha, LinearAlpha
+from lightning_skd.callbacks.teachers.snapshot import make_frozen_copy
 from lightning_skd.functional import soft_target_cross_entropy
 
 from .helpers import RecordingClassifier, indexed_loader, trainer
@@ -121,7 +122,7 @@ def test_self_kd_callback_snapshot_teacher_is_frozen_and_detached():
     model = RecordingClassifier()
     fit_trainer = trainer([callback], max_epochs=2)
     fit_trainer.fit(model, indexed_loader())
-    teacher = callback.teacher
+    teacher = callback.teacher.model
     assert teacher is not model
     assert all(not p.requires_grad for p in teacher.parameters())
     assert all(p.grad is None for p in teacher.parameters())
@@ -214,8 +215,8 @@ def test_self_kd_callback_state_dict_round_trip_restores_cache_and_alpha():
     restored = SelfKDCallback()
     restored.load_state_dict(state)
     assert restored.alpha == callback.alpha
-    torch.testing.assert_close(restored.cache.values, callback.cache.values)
-    torch.testing.assert_close(restored.cache.stamps, callback.cache.stamps)
+    torch.testing.assert_close(restored.teacher.table.values, callback.teacher.table.values)
+    torch.testing.assert_close(restored.teacher.table.stamps, callback.teacher.table.stamps)
 
 
 def test_self_kd_callback_state_dict_round_trip_restores_snapshot_teacher():
@@ -223,11 +224,11 @@ def test_self_kd_callback_state_dict_round_trip_restores_snapshot_teacher():
     callback = SelfKDCallback(mode="snapshot")
     trainer([callback], max_epochs=2).fit(RecordingClassifier(), indexed_loader())
     restored = SelfKDCallback(mode="snapshot")
-    restored.load_state_dict(callback.state_dict())
     module, restored_trainer = RecordingClassifier(), trainer([restored])
-    restored.setup(restored_trainer, module, "fit")
+    restored.setup(restored_trainer, module, "fit")  # Lightning's order: setup, then the checkpoint's state
+    restored.load_state_dict(callback.state_dict())
     restored.on_train_start(restored_trainer, module)  # the teacher is copied once the module is set up
-    torch.testing.assert_close(restored.teacher.linear.weight, callback.teacher.linear.weight)
+    torch.testing.assert_close(restored.teacher.model.linear.weight, callback.teacher.model.linear.weight)
     with pytest.raises(ValueError, match="mode='snapshot'"):
         SelfKDCallback(mode="cache").load_state_dict(callback.state_dict())
 
@@ -264,8 +265,7 @@ def test_self_kd_callback_snapshot_teacher_shares_uncopyable_factories():
     module = RecordingClassifier()
     lock = threading.Lock()
     module.optimizer_factory = lambda params: (lock, params)  # deepcopy of a lock raises
-    callback = SelfKDCallback(mode="snapshot")
-    teacher = callback._make_teacher(module)
+    teacher = make_frozen_copy(module)
     assert teacher.optimizer_factory is module.optimizer_factory
     assert teacher.linear is not module.linear
     assert torch.equal(teacher.linear.weight, module.linear.weight)

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from lightning_skd import SelfKDCallback, self_kd_loss
-from lightning_skd.callbacks.prediction_cache import PredictionCache, TeacherRows
+from lightning_skd.callbacks.prediction_table import PredictionTable, TeacherRows
 from lightning_skd.regularizers.mixing import MixInfo
 
 from .helpers import trainer
@@ -320,7 +320,7 @@ class SimulatedTeachers:
 
     In memory a row written in the current epoch replaces its teacher: a sample met twice in one epoch has no teacher
     the second time. The disk cache reads the generation committed at the end of the previous epoch, so it keeps the
-    teacher both times (both as documented in PredictionCache and DiskPredictionCache).
+    teacher both times (both as documented in MemoryPredictionTable and MemmapPredictionTable).
     """
 
     def __init__(self, case: Case, model: LogitTable) -> None:
@@ -441,7 +441,7 @@ def test_self_kd_callback_class_ignore_index_rows_get_no_loss_gradient_cache_row
             expected = F.cross_entropy(step["logits"].detach().float(), step["target"], ignore_index=IGNORE)
             torch.testing.assert_close(step["loss"], expected, rtol=LOSS_RTOL, atol=LOSS_ATOL)
     if case.mode == "cache" and case.storage == "memory":
-        state = callback.state_dict()["cache"]
+        state = callback.state_dict()["teacher"]["table"]
         ignored = data.targets == IGNORE
         assert bool((state["stamps"][ignored] == -1).all()), "an ignored sample got a cache row"
         assert torch.count_nonzero(state["values"][ignored]) == 0
@@ -481,14 +481,14 @@ def _alpha_off_by_0_1(monkeypatch) -> None:
 
 
 def _teacher_rows_rolled_by_one(monkeypatch) -> None:
-    read_teacher = PredictionCache.read_teacher
+    read_teacher = PredictionTable.read_teacher
 
     def rolled(self, keys, epoch):
         teacher = read_teacher(self, keys, epoch)
         class_ids = None if teacher.class_ids is None else teacher.class_ids.roll(1, 0)
         return TeacherRows(teacher.values.roll(1, 0), class_ids, teacher.valid.roll(1, 0))
 
-    monkeypatch.setattr(PredictionCache, "read_teacher", rolled)
+    monkeypatch.setattr(PredictionTable, "read_teacher", rolled)
 
 
 @pytest.mark.parametrize(

@@ -89,12 +89,12 @@ def test_self_kd_callback_ddp_rank_zero_state_is_complete(ddp_run):
     """Only rank 0 writes checkpoints: its cache must hold every sample's latest prediction, like every rank's."""
     out = ddp_run("cache", [])
     states = [torch.load(out / f"callback_state_rank{rank}.pt") for rank in range(2)]
-    cache = states[0]["cache"]
-    assert cache["num_samples"] == NUM_SAMPLES
+    cache = states[0]["teacher"]["table"]
+    assert cache["num_rows"] == NUM_SAMPLES
     assert (cache["stamps"] == EPOCHS - 1).all()  # every row written in the last epoch, whichever rank saw it
     expected = known_logits(torch.arange(NUM_SAMPLES), EPOCHS - 1).softmax(-1)
     torch.testing.assert_close(cache["values"], expected)
-    torch.testing.assert_close(states[1]["cache"]["values"], cache["values"])
+    torch.testing.assert_close(states[1]["teacher"]["table"]["values"], cache["values"])
     assert states[0]["alpha"] == states[1]["alpha"] == 0.8
 
 
@@ -144,15 +144,15 @@ def test_self_kd_callback_ddp_token_cache_state_is_complete(ddp_run):
     """Rank 0's token table (what its checkpoint holds) has every token's last-epoch prediction at its flat row."""
     out = ddp_run("cache", ["--tokens", "--cache-dtype", "float16", "--cache-topk", "2"])
     states = [torch.load(out / f"callback_state_rank{rank}.pt") for rank in range(2)]
-    cache = states[0]["cache"]
+    layout = states[0]["teacher"]["layout"]
     lengths = token_lengths(torch.arange(NUM_SAMPLES))
-    assert cache["layout"] == "token" and torch.equal(cache["lengths"], lengths)
-    rows = cache["rows"]
-    assert rows["num_samples"] == int(lengths.sum()) and (rows["stamps"] == EPOCHS - 1).all()
+    assert layout["layout"] == "token" and torch.equal(layout["lengths"], lengths)
+    rows = states[0]["teacher"]["table"]
+    assert rows["num_rows"] == int(lengths.sum()) and (rows["stamps"] == EPOCHS - 1).all()
     logits = known_token_logits(torch.arange(NUM_SAMPLES), EPOCHS - 1)  # (N, T, C)
     real = token_targets(torch.arange(NUM_SAMPLES)) != -100
     values, ids = logits[real].softmax(-1).topk(2, dim=-1)  # rows in (sample, position) order
     torch.testing.assert_close(rows["values"].float(), values.half().float())
     assert torch.equal(rows["class_ids"].long(), ids)
     assert rows["class_ids"].dtype == torch.int16 and rows["values"].dtype == torch.float16
-    torch.testing.assert_close(states[1]["cache"]["rows"]["values"], rows["values"])
+    torch.testing.assert_close(states[1]["teacher"]["table"]["values"], rows["values"])

@@ -67,14 +67,14 @@ def check_against_simulated_cache(records_per_rank: list[list[dict]]) -> dict[st
 
 
 def check_cache_state(state: dict, written: dict[int, int], num_samples: int = 13) -> None:
-    stamps = state["cache"]["stamps"]
+    stamps = state["teacher"]["table"]["stamps"]
     for i in range(num_samples):
         if i not in written:  # never in an un-mixed batch: never written
             assert int(stamps[i]) < 0, i
         else:
             assert int(stamps[i]) == written[i], i
             expected = known_logits(torch.tensor([i]), written[i]).softmax(-1)[0]
-            torch.testing.assert_close(state["cache"]["values"][i].float(), expected, atol=1e-6, rtol=0)
+            torch.testing.assert_close(state["teacher"]["table"]["values"][i].float(), expected, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("devices", [1, 2], ids=["single", "ddp2"])

@@ -43,7 +43,7 @@ def test_self_kd_callback_refreshes_snapshot_teacher_every_n_steps():
 
     class Watcher(pl.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            teacher = trainer.callbacks[0].teacher
+            teacher = trainer.callbacks[0].teacher.model
             snapshots[trainer.global_step] = (teacher.linear.weight.clone(), pl_module.linear.weight.clone())
 
     pl.seed_everything(0)
@@ -55,7 +55,7 @@ def test_self_kd_callback_refreshes_snapshot_teacher_every_n_steps():
         torch.testing.assert_close(teacher, model)
     teacher, model = snapshots[3]
     assert not torch.allclose(teacher, model)
-    assert callback._last_refresh_step == 5  # end of epoch
+    assert callback.teacher.last_refresh_step == 5  # end of epoch
 
 
 @pytest.mark.parametrize("strategy", [FSDPStrategy, DeepSpeedStrategy])

@@ -57,11 +57,11 @@ def test_self_kd_callback_resume_after_epoch_equals_uninterrupted(mode, tmp_path
         for index, soft in full_model.targets_by_epoch[epoch].items():
             torch.testing.assert_close(resumed_model.targets_by_epoch[epoch][index], soft)
     if mode == "cache":
-        torch.testing.assert_close(resumed_cb.cache.values, full_cb.cache.values)
-        torch.testing.assert_close(resumed_cb.cache.stamps, full_cb.cache.stamps)
+        torch.testing.assert_close(resumed_cb.teacher.table.values, full_cb.teacher.table.values)
+        torch.testing.assert_close(resumed_cb.teacher.table.stamps, full_cb.teacher.table.stamps)
     else:
-        for name, weight in full_cb.teacher.state_dict().items():
-            torch.testing.assert_close(resumed_cb.teacher.state_dict()[name], weight)
+        for name, weight in full_cb.teacher.model.state_dict().items():
+            torch.testing.assert_close(resumed_cb.teacher.model.state_dict()[name], weight)
     torch.testing.assert_close(resumed_model.linear.weight, full_model.linear.weight)
 
 

@@ -85,14 +85,14 @@ def test_snapshot_teacher_is_independent_of_a_compiled_student(compile_where, on
     trainer([callback], max_epochs=1).fit(model, indexed_loader())
     x = torch.randn(5, 3, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        before = callback.teacher(x).clone()
+        before = callback.teacher.model(x).clone()
         assert torch.allclose(before, module(x))  # the end-of-epoch weights are the teacher
         for parameter in module.parameters():
             parameter.zero_()
         assert torch.equal(module(x), torch.zeros(5, 4))
-        assert torch.equal(callback.teacher(x), before)  # the frozen teacher does not follow the student
-        callback._refresh_teacher(module, step=1)
-        assert torch.equal(callback.teacher(x), torch.zeros(5, 4))  # ... until the next refresh
+        assert torch.equal(callback.teacher.model(x), before)  # the frozen teacher does not follow the student
+        callback.teacher.refresh(module, step=1)
+        assert torch.equal(callback.teacher.model(x), torch.zeros(5, 4))  # ... until the next refresh
 
 
 def test_snapshot_refuses_an_instance_forward_it_would_share(one_thread):
@@ -163,7 +163,7 @@ def test_nonfinite_predictions_are_never_stored_as_teachers(cache_dir, tmp_path,
     assert module.trainer.callback_metrics["skd/nonfinite_rows"] == 0.0  # epoch 1 (the last logged)
     assert module.trainer.callback_metrics["skd/teacher_coverage"] == (NUM_SAMPLES - 1) / NUM_SAMPLES
     assert torch.isfinite(module.table).all()
-    teacher = callback.cache.read_teacher(torch.arange(NUM_SAMPLES), epoch=2)
+    teacher = callback.teacher.table.read_teacher(torch.arange(NUM_SAMPLES), epoch=2)
     assert torch.isfinite(teacher.values).all()
     assert teacher.valid.tolist() == [True] * NUM_SAMPLES  # sample 0's epoch-1 prediction is finite and stored
     first_of_epoch_one = next(s for s in module.steps if s["epoch"] == 1)
@@ -179,7 +179,7 @@ class PoisonTeacher(Callback):
 
     def on_train_epoch_start(self, trainer, pl_module):
         if trainer.current_epoch == 1:
-            cache = next(cb for cb in trainer.callbacks if isinstance(cb, SelfKDCallback)).cache
+            cache = next(cb for cb in trainer.callbacks if isinstance(cb, SelfKDCallback)).teacher.table
             cache.values[1] = float("nan")
 
 
@@ -218,7 +218,7 @@ def test_class_targets_at_ignore_index_add_no_loss_gradient_row_or_statistics(mo
         assert torch.equal(step["logits"].grad[~kept], torch.zeros((int((~kept).sum()), NUM_CLASSES)))
     assert module.trainer.callback_metrics["skd/teacher_coverage"] == 1.0  # over the 6 counted rows
     if mode == "cache":
-        assert callback.cache.stamps.tolist() == [1, -1, 1, 1, 1, 1, -1, 1]  # ignored samples: no cache row
+        assert callback.teacher.table.stamps.tolist() == [1, -1, 1, 1, 1, 1, -1, 1]  # ignored samples: no cache row
 
 
 # ---------------------------------------------------------------- finding 6: errors at step 0, naming the argument

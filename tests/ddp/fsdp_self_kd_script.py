@@ -77,14 +77,14 @@ class Recorder(pl.Callback):
         self.record: dict[str, Any] = {"epochs": []}
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        cache = self.skd.cache
+        cache = getattr(self.skd.teacher, "table", None)
         self.record["restored"] = None if cache is None else (cache.values.clone(), cache.stamps.clone())
         self.record["local_numel"] = sum(p.numel() for p in trainer.strategy.model.parameters())
         self.record["total_numel"] = sum(p.numel() for p in ImageClassifier(**MODEL).parameters())
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("skd/", "train/loss"))}
-        cache = self.skd.cache  # None in snapshot mode
+        cache = getattr(self.skd.teacher, "table", None)  # None in snapshot mode
         tables = {} if cache is None else {"values": cache.values.clone(), "stamps": cache.stamps.clone()}
         self.record["epochs"].append({"epoch": trainer.current_epoch, **metrics, **tables})
 

@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from lightning_skd.callbacks import DiskPredictionCache, PredictionCache, TokenPredictionCache
+from lightning_skd.callbacks.memmap_prediction_table import MemmapPredictionTable
+from lightning_skd.callbacks.prediction_table import MemoryPredictionTable
+from lightning_skd.callbacks.row_keys import SampleKeys, TokenKeys
 
 LENGTHS = torch.tensor([3, 1, 4, 2, 5])
 VOCAB = 11
@@ -20,31 +22,42 @@ def reference_keys(index: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.tensor(keys)
 
 
-def token_cache(topk: int | None = 4, dtype: torch.dtype = torch.float16) -> TokenPredictionCache:
-    return TokenPredictionCache(LENGTHS, PredictionCache(int(LENGTHS.sum()), VOCAB, dtype=dtype, topk=topk))
+def token_table(topk: int | None = 4, dtype: torch.dtype = torch.float16) -> MemoryPredictionTable:
+    return MemoryPredictionTable(int(LENGTHS.sum()), VOCAB, dtype=dtype, topk=topk)
 
 
-def test_token_prediction_cache_keys_follow_per_sample_offsets():
-    cache = token_cache()
+def test_token_keys_follow_per_sample_offsets():
+    layout = TokenKeys(LENGTHS)
+    assert (layout.num_samples, layout.num_rows) == (5, 15)
     index = torch.tensor([4, 0, 2, 1])
     mask = padded_mask(index)
-    assert torch.equal(cache.keys(index, mask), reference_keys(index, mask))
+    assert torch.equal(layout.keys(index, mask), reference_keys(index, mask))
     # any layout with the right token count works, e.g. left padding
     left = mask.flip(1)
-    assert torch.equal(cache.keys(index, left), reference_keys(index, mask))
+    assert torch.equal(layout.keys(index, left), reference_keys(index, mask))
+
+
+def test_sample_keys_are_the_indices_of_the_rows_kept():
+    layout = SampleKeys(6)
+    index = torch.tensor([5, 0, 3])
+    assert torch.equal(layout.keys(index, torch.tensor([True, False, True])), torch.tensor([5, 3]))
+    with pytest.raises(IndexError, match="training dataset has 6 samples"):
+        layout.keys(torch.tensor([6]), torch.tensor([True]))
+    with pytest.raises(ValueError, match="one target per sample"):
+        layout.keys(index, torch.ones(3, 2, dtype=torch.bool))
 
 
 @pytest.mark.parametrize("topk", [None, 4])
-def test_token_prediction_cache_returns_what_was_stored_for_each_index_and_position(topk):
-    cache = token_cache(topk=topk)
+def test_token_table_returns_what_was_stored_for_each_index_and_position(topk):
+    layout, cache = TokenKeys(LENGTHS), token_table(topk=topk)
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(int(LENGTHS.sum()), VOCAB, generator=generator) * 3  # one row per token of the corpus
     for index in (torch.tensor([3, 1]), torch.tensor([0, 4, 2])):  # written in two batches
-        keys = cache.keys(index, padded_mask(index))
+        keys = layout.keys(index, padded_mask(index))
         cache.write(keys, cache.compress_logits(logits[keys]), epoch=0)
 
     index = torch.tensor([2, 0, 4, 1, 3])
-    keys = cache.keys(index, padded_mask(index))
+    keys = layout.keys(index, padded_mask(index))
     teacher = cache.read_teacher(keys, epoch=1)
     probs = logits[keys].softmax(-1)
     if topk is None:
@@ -60,16 +73,16 @@ def test_token_prediction_cache_returns_what_was_stored_for_each_index_and_posit
     assert not cache.read_teacher(keys, epoch=0).valid.any()  # written in epoch 0: no teacher within epoch 0
 
 
-def test_token_prediction_cache_uses_the_smallest_id_type_and_half_values():
-    cache = token_cache()
-    assert cache.rows.values.dtype == torch.float16 and cache.rows.class_ids.dtype == torch.int16
-    big = TokenPredictionCache(LENGTHS, PredictionCache(int(LENGTHS.sum()), 40_000, dtype=torch.bfloat16, topk=8))
-    assert big.rows.class_ids.dtype == torch.int32
-    assert cache.nbytes == int(LENGTHS.sum()) * (4 * 2 + 4 * 2 + 4) + 2 * len(LENGTHS) * 8
+def test_token_table_uses_the_smallest_id_type_and_half_values():
+    cache = token_table()
+    assert cache.values.dtype == torch.float16 and cache.class_ids.dtype == torch.int16
+    big = MemoryPredictionTable(int(LENGTHS.sum()), 40_000, dtype=torch.bfloat16, topk=8)
+    assert big.class_ids.dtype == torch.int32
+    assert cache.nbytes == int(LENGTHS.sum()) * (4 * 2 + 4 * 2 + 4)
 
 
-def test_token_prediction_cache_refuses_a_changed_tokenisation():
-    cache = token_cache()
+def test_token_keys_refuse_a_changed_tokenisation():
+    cache = TokenKeys(LENGTHS)
     index = torch.tensor([0, 3])
     mask = padded_mask(index)
     mask[1, 2] = True  # sample 3 now has 3 tokens instead of 2
@@ -82,26 +95,19 @@ def test_token_prediction_cache_refuses_a_changed_tokenisation():
     with pytest.raises(IndexError, match="index out of range"):
         cache.keys(torch.tensor([5]), torch.ones(1, 6, dtype=torch.bool))
     with pytest.raises(ValueError, match="needs a \\(B, T\\) target mask"):
-        cache.keys(index, None)
-    with pytest.raises(ValueError, match="row table has 14 rows but the 5 samples have 15 target tokens"):
-        TokenPredictionCache(LENGTHS, PredictionCache(14, VOCAB))
+        cache.keys(index, torch.ones(2, dtype=torch.bool))
 
 
-def test_token_prediction_cache_on_disk_matches_memory(tmp_path):
-    memory = token_cache(topk=3)
-    disk = TokenPredictionCache(
-        LENGTHS, DiskPredictionCache(tmp_path, int(LENGTHS.sum()), VOCAB, dtype=torch.float16, topk=3)
-    )
+def test_token_table_on_disk_matches_memory(tmp_path):
+    memory = token_table(topk=3)
+    disk = MemmapPredictionTable(tmp_path, int(LENGTHS.sum()), VOCAB, dtype=torch.float16, topk=3)
     logits = torch.randn(int(LENGTHS.sum()), VOCAB, generator=torch.Generator().manual_seed(1))
     index = torch.tensor([1, 4, 0, 2, 3])
-    keys = memory.keys(index, padded_mask(index))
+    keys = TokenKeys(LENGTHS).keys(index, padded_mask(index))
     for cache in (memory, disk):
-        cache.begin_epoch(0)
         cache.write(keys, cache.compress_logits(logits[keys]), epoch=0)
         cache.end_epoch(0)
-    reopened = TokenPredictionCache(
-        LENGTHS, DiskPredictionCache(tmp_path, int(LENGTHS.sum()), VOCAB, dtype=torch.float16, topk=3)
-    )
+    reopened = MemmapPredictionTable(tmp_path, int(LENGTHS.sum()), VOCAB, dtype=torch.float16, topk=3)
     for cache in (disk, reopened):
         got, want = cache.read_teacher(keys, epoch=1), memory.read_teacher(keys, epoch=1)
         torch.testing.assert_close(got.values, want.values)

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_skd.callbacks import DiskPredictionCache, PredictionCache
+from lightning_skd.callbacks.memmap_prediction_table import MemmapPredictionTable
+from lightning_skd.callbacks.prediction_table import MemoryPredictionTable
 
 from .disk_cache_crash_script import NUM_CLASSES, NUM_SAMPLES, probs_for_epoch
 
@@ -22,17 +23,17 @@ def filled(cache, probs: torch.Tensor, epoch: int):
 
 
 @pytest.mark.parametrize(("dtype", "topk"), [(torch.float32, None), (torch.float16, None), (torch.float32, 3)])
-def test_disk_prediction_cache_reads_like_the_in_memory_cache(tmp_path, dtype, topk):
+def test_memmap_prediction_table_reads_like_the_in_memory_cache(tmp_path, dtype, topk):
     probs = probs_for_epoch(0)[:, :8].softmax(-1)
-    disk = filled(DiskPredictionCache(tmp_path, NUM_SAMPLES, 8, dtype=dtype, topk=topk), probs, epoch=0)
-    memory = filled(PredictionCache(NUM_SAMPLES, 8, dtype=dtype, topk=topk), probs, epoch=0)
+    disk = filled(MemmapPredictionTable(tmp_path, NUM_SAMPLES, 8, dtype=dtype, topk=topk), probs, epoch=0)
+    memory = filled(MemoryPredictionTable(NUM_SAMPLES, 8, dtype=dtype, topk=topk), probs, epoch=0)
     index = torch.randperm(NUM_SAMPLES, generator=torch.Generator().manual_seed(0))[:20]
     for got, want in zip(disk.read(index, epoch=1), memory.read(index, epoch=1), strict=True):
         assert torch.equal(got, want)
 
 
-def test_disk_prediction_cache_reads_previous_generation_during_an_epoch(tmp_path):
-    cache = filled(DiskPredictionCache(tmp_path, NUM_SAMPLES, NUM_CLASSES), probs_for_epoch(0), epoch=0)
+def test_memmap_prediction_table_reads_previous_generation_during_an_epoch(tmp_path):
+    cache = filled(MemmapPredictionTable(tmp_path, NUM_SAMPLES, NUM_CLASSES), probs_for_epoch(0), epoch=0)
     cache.begin_epoch(1)
     cache.write(torch.arange(NUM_SAMPLES), cache.compress(probs_for_epoch(1)), epoch=1)
     # a duplicate met later in epoch 1 still gets its epoch-0 teacher
@@ -42,8 +43,8 @@ def test_disk_prediction_cache_reads_previous_generation_during_an_epoch(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["LATEST", "gen-000000", "gen-000001"]
 
 
-def test_disk_prediction_cache_keeps_only_the_newest_generations(tmp_path):
-    cache = DiskPredictionCache(tmp_path, NUM_SAMPLES, NUM_CLASSES, keep_generations=2)
+def test_memmap_prediction_table_keeps_only_the_newest_generations(tmp_path):
+    cache = MemmapPredictionTable(tmp_path, NUM_SAMPLES, NUM_CLASSES, keep_generations=2)
     for epoch in range(4):
         filled(cache, probs_for_epoch(epoch), epoch)
     assert sorted(p.name for p in tmp_path.glob("gen-*")) == ["gen-000002", "gen-000003"]
@@ -52,15 +53,15 @@ def test_disk_prediction_cache_keeps_only_the_newest_generations(tmp_path):
 
 
 @pytest.mark.parametrize("crash_point", ["during_epoch", "before_rename", "before_latest"])
-def test_disk_prediction_cache_survives_a_process_killed_while_writing(tmp_path, crash_point):
+def test_memmap_prediction_table_survives_a_process_killed_while_writing(tmp_path, crash_point):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
     result = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), crash_point], env=env, timeout=120)
     assert result.returncode == -signal.SIGKILL
 
-    reopened = DiskPredictionCache(tmp_path, NUM_SAMPLES, NUM_CLASSES, topk=4)
+    reopened = MemmapPredictionTable(tmp_path, NUM_SAMPLES, NUM_CLASSES, topk=4)
     assert reopened.committed_epoch == 0  # epoch 1 never became visible
     assert not list(tmp_path.glob("*.partial"))
-    expected = PredictionCache(NUM_SAMPLES, NUM_CLASSES, topk=4)
+    expected = MemoryPredictionTable(NUM_SAMPLES, NUM_CLASSES, topk=4)
     expected.write(torch.arange(NUM_SAMPLES), expected.compress(probs_for_epoch(0)), epoch=0)
     for got, want in zip(
         reopened.read(torch.arange(NUM_SAMPLES), 1), expected.read(torch.arange(NUM_SAMPLES), 1), strict=True
@@ -68,9 +69,9 @@ def test_disk_prediction_cache_survives_a_process_killed_while_writing(tmp_path,
         assert torch.equal(got, want)
 
 
-def test_disk_prediction_cache_rejects_a_folder_of_another_shape(tmp_path):
-    filled(DiskPredictionCache(tmp_path, NUM_SAMPLES, NUM_CLASSES), probs_for_epoch(0), epoch=0)
+def test_memmap_prediction_table_rejects_a_folder_of_another_shape(tmp_path):
+    filled(MemmapPredictionTable(tmp_path, NUM_SAMPLES, NUM_CLASSES), probs_for_epoch(0), epoch=0)
     with pytest.raises(ValueError, match="new `cache_dir`"):
-        DiskPredictionCache(tmp_path, NUM_SAMPLES + 1, NUM_CLASSES)
+        MemmapPredictionTable(tmp_path, NUM_SAMPLES + 1, NUM_CLASSES)
     with pytest.raises(ValueError, match="float16"):
-        DiskPredictionCache(tmp_path / "other", NUM_SAMPLES, NUM_CLASSES, dtype=torch.bfloat16)
+        MemmapPredictionTable(tmp_path / "other", NUM_SAMPLES, NUM_CLASSES, dtype=torch.bfloat16)

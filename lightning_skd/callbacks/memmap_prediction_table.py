@@ -12,14 +12,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_skd.callbacks.prediction_cache import _NEVER, PredictionCache, _first_occurrences
+from lightning_skd.callbacks.prediction_table import NEVER, PredictionTable
 
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.float16: np.float16, torch.int16: np.int16, torch.int32: np.int32}
 _LATEST = "LATEST"
 
 
-class DiskPredictionCache(PredictionCache):
-    """:class:`PredictionCache` whose table lives in memory-mapped ``.npy`` files under ``cache_dir``.
+class MemmapPredictionTable(PredictionTable):
+    """A :class:`~lightning_skd.callbacks.prediction_table.PredictionTable` in memory-mapped ``.npy`` files.
 
     Layout: ``gen-<epoch>/`` holds the table as it was at the end of that (0-based) epoch, and the file ``LATEST``
     names the newest complete generation. During epoch ``t`` teachers are read from the latest generation (read-only)
@@ -33,8 +33,8 @@ class DiskPredictionCache(PredictionCache):
     epoch-(t-1) teacher both times. bfloat16 storage is not offered (numpy has no bfloat16); use float16.
 
     Args:
-        cache_dir: Folder of this cache (one per process: the callback appends ``rank<r>``).
-        num_samples: Rows.
+        cache_dir: Folder of this table (one per process: the callback appends ``rank<r>``).
+        num_rows: Rows.
         num_classes: Classes.
         dtype: ``torch.float32`` or ``torch.float16``.
         topk: Keep only the ``topk`` largest probabilities per sample.
@@ -43,11 +43,10 @@ class DiskPredictionCache(PredictionCache):
     Example:
         >>> import tempfile
         >>> folder = tempfile.mkdtemp()
-        >>> cache = DiskPredictionCache(folder, num_samples=2, num_classes=2)
-        >>> cache.begin_epoch(0)
-        >>> cache.write(torch.tensor([1]), cache.compress(torch.tensor([[0.5, 0.5]])), epoch=0)
-        >>> cache.end_epoch(0)
-        >>> DiskPredictionCache(folder, num_samples=2, num_classes=2).read(torch.tensor([1, 0]), epoch=1)
+        >>> table = MemmapPredictionTable(folder, num_rows=2, num_classes=2)
+        >>> table.write(torch.tensor([1]), table.compress(torch.tensor([[0.5, 0.5]])), epoch=0)
+        >>> table.end_epoch(0)
+        >>> MemmapPredictionTable(folder, num_rows=2, num_classes=2).read(torch.tensor([1, 0]), epoch=1)
         (tensor([[0.5000, 0.5000],
                 [0.0000, 0.0000]]), tensor([ True, False]))
 
@@ -56,7 +55,7 @@ class DiskPredictionCache(PredictionCache):
     def __init__(
         self,
         cache_dir: str | Path,
-        num_samples: int,
+        num_rows: int,
         num_classes: int,
         dtype: torch.dtype = torch.float32,
         topk: int | None = None,
@@ -68,7 +67,7 @@ class DiskPredictionCache(PredictionCache):
             )
         if keep_generations < 1:
             raise ValueError(f"`keep_generations` must be at least 1, got {keep_generations}.")
-        super().__init__(num_samples, num_classes, dtype=dtype, topk=topk, device="meta")
+        super().__init__(num_rows, num_classes, dtype, topk)
         self.cache_dir = Path(cache_dir)
         self.keep_generations = keep_generations
         self.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -87,7 +86,8 @@ class DiskPredictionCache(PredictionCache):
         """Whether the folder already holds finished generations (from this run or an earlier one)."""
         return bool(self._finished_epochs())
 
-    # The in-memory tensors of the base class are replaced by the memory maps.
+    storage = "memmap"
+
     @property
     def device(self) -> torch.device:
         """Reads return CPU tensors."""
@@ -96,10 +96,10 @@ class DiskPredictionCache(PredictionCache):
     @property
     def nbytes(self) -> int:
         """Bytes of one generation on disk (the RAM used is what the OS pages in)."""
-        row = self.values.shape[1] * self.values.element_size() + self.stamps.element_size()
-        if self.class_ids is not None:
-            row += self.class_ids.shape[1] * self.class_ids.element_size()
-        return self.num_samples * row
+        return self.num_rows * sum(
+            int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
+            for shape, dtype in self._specs().values()
+        )
 
     def begin_epoch(self, epoch: int) -> None:
         """Start ``gen-<epoch>.partial`` as a copy of the latest finished generation."""
@@ -138,29 +138,29 @@ class DiskPredictionCache(PredictionCache):
         for old in generations[: -self.keep_generations]:
             shutil.rmtree(self._generation_dir(old))
 
-    @torch.no_grad()
-    def write(self, indices: Tensor, payload: dict[str, Tensor], epoch: int) -> None:
-        """Store rows in the epoch's partial generation; first occurrence in the epoch wins."""
+    def rows_written_in(self, epoch: int) -> int:
+        """Rows of the epoch's partial generation already written in ``epoch``."""
+        if self._working_epoch != epoch:
+            return 0
+        return int((np.asarray(self._working["stamps"]) == epoch).sum())
+
+    def _stamps_of(self, keys: Tensor, epoch: int) -> Tensor:
         self.begin_epoch(epoch)
-        indices = indices.cpu().long()
-        self.check_indices(indices)
-        positions = _first_occurrences(indices)
-        rows = indices[positions].numpy()
-        fresh = self._working["stamps"][rows] != epoch
-        rows, positions = rows[fresh], positions.numpy()[fresh]
-        order = np.argsort(rows)  # sorted writes touch pages in order
-        rows, positions = rows[order], positions[order]
-        self._working["values"][rows] = _to_numpy(payload["values"])[positions]
+        return torch.from_numpy(np.asarray(self._working["stamps"][keys.numpy()]))
+
+    def _store(self, keys: Tensor, payload: dict[str, Tensor], epoch: int) -> None:
+        order = torch.argsort(keys)  # sorted writes touch pages in order
+        rows = keys[order].numpy()
+        self._working["values"][rows] = _to_numpy(payload["values"][order])
         if self.topk is not None:
-            self._working["class_ids"][rows] = _to_numpy(payload["class_ids"])[positions]
+            self._working["class_ids"][rows] = _to_numpy(payload["class_ids"][order])
         self._working["stamps"][rows] = epoch
 
     def _gather(self, keys: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Rows of the latest finished generation (see :meth:`PredictionCache.read_teacher`)."""
+        """Rows of the latest finished generation (see :meth:`PredictionTable.read_teacher`)."""
         if self._committed is None:
-            width = self.values.shape[1]
-            class_ids = None if self.topk is None else torch.zeros(len(keys), width, dtype=torch.long)
-            return torch.full((len(keys),), _NEVER, dtype=torch.int32), torch.zeros(len(keys), width), class_ids
+            class_ids = None if self.topk is None else torch.zeros(len(keys), self.width, dtype=torch.long)
+            return torch.full((len(keys),), NEVER, dtype=torch.int32), torch.zeros(len(keys), self.width), class_ids
         rows = keys.numpy()
         stamps = torch.from_numpy(np.asarray(self._committed["stamps"][rows]))
         values = torch.from_numpy(np.asarray(self._committed["values"][rows], dtype=np.float32))
@@ -171,18 +171,11 @@ class DiskPredictionCache(PredictionCache):
 
     def state_dict(self) -> dict[str, Any]:
         """Where the table is and which generation a checkpoint taken now belongs to; not the table itself."""
-        return {
-            "cache_dir": str(self.cache_dir),
-            "num_samples": self.num_samples,
-            "num_classes": self.num_classes,
-            "topk": self.topk,
-            "dtype": str(self.dtype),
-            "committed_epoch": self.committed_epoch,
-        }
+        return {**self._metadata(), "cache_dir": str(self.cache_dir), "committed_epoch": self.committed_epoch}
 
     def restore(self, state: dict[str, Any]) -> None:
         """Point reads at the generation a checkpoint was taken with; refuse if it is gone or differs in shape."""
-        for key in ("num_samples", "num_classes", "topk", "dtype"):
+        for key in ("num_rows", "num_classes", "topk", "dtype"):
             if state[key] != (str(self.dtype) if key == "dtype" else getattr(self, key)):
                 raise ValueError(f"The checkpoint's disk cache has {key}={state[key]!r}, this cache has another.")
         epoch = state["committed_epoch"]
@@ -223,18 +216,18 @@ class DiskPredictionCache(PredictionCache):
 
     def _specs(self) -> dict[str, tuple[tuple[int, ...], type]]:
         specs = {
-            "values": (tuple(self.values.shape), _NUMPY_DTYPES[self.dtype]),
-            "stamps": ((self.num_samples,), np.int32),
+            "values": ((self.num_rows, self.width), _NUMPY_DTYPES[self.dtype]),
+            "stamps": ((self.num_rows,), np.int32),
         }
         if self.topk is not None:
-            specs["class_ids"] = (tuple(self.class_ids.shape), _NUMPY_DTYPES[self.class_ids.dtype])
+            specs["class_ids"] = ((self.num_rows, self.topk), _NUMPY_DTYPES[self.id_dtype])
         return specs
 
     def _create(self, folder: Path) -> dict[str, np.ndarray]:
         arrays = {}
         for name, (shape, dtype) in self._specs().items():
             array = np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
-            array[...] = _NEVER if name == "stamps" else 0
+            array[...] = NEVER if name == "stamps" else 0
             arrays[name] = array
         return arrays
 
