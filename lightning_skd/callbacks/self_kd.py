@@ -20,13 +20,11 @@ from torch import Tensor
 from typing_extensions import override
 
 from lightning_skd.callbacks._checkpoint_format import migrate_self_kd_state
+from lightning_skd.callbacks._statistics import EpochStatistics
 from lightning_skd.callbacks.alpha_schedules import NAMED_SCHEDULES, AlphaSchedule
 from lightning_skd.callbacks.teachers import BatchRows, CachedTeacher, SnapshotTeacher, Teacher
 from lightning_skd.functional.soft_targets import self_kd_cross_entropy, self_kd_targets, soft_target_cross_entropy
 from lightning_skd.regularizers.mixing import MixInfo
-
-# Per-epoch counts, accumulated on the device and summed over processes at the epoch's end.
-_EPOCH_COUNTS = ("teacher_correct", "teacher_rows", "rows", "nonfinite_predictions", "nonfinite_teachers")
 
 
 @dataclass
@@ -196,7 +194,8 @@ class SelfKDCallback(Callback):
         self.alpha: float = 0.0  # alpha_t of the current epoch
         self._finished_epoch = -1  # last epoch whose end-of-epoch work (the teacher's end_epoch) is done
         self._step: _Step | None = None
-        self._counts = torch.zeros(len(_EPOCH_COUNTS))  # this epoch's statistics, see _EPOCH_COUNTS
+        self._statistics = EpochStatistics()
+        self._warned_teacher_worse = False
 
     # ---------------------------------------------------------------- policy: override to adapt to other modules
     def unpack_batch(self, batch: Any) -> SelfKDBatch:
@@ -246,6 +245,16 @@ class SelfKDCallback(Callback):
             "override SelfKDCallback.target_lengths, or use mode='snapshot'."
         )
 
+    def teacher_is_worse(self, summary: dict[str, float], teacher_rows: float) -> bool:
+        """Whether an epoch's statistics show a teacher clearly worse than the student while alpha > 0.
+
+        The rule: the applied alpha is above 0, at least 50 rows had a teacher, and the teacher's accuracy on them is
+        more than 10 points below the student's own accuracy on the same rows. Override for another rule.
+        """
+        if summary["alpha"] <= 0 or teacher_rows < 50 or "teacher_acc" not in summary or "student_acc" not in summary:
+            return False
+        return summary["teacher_acc"] < summary["student_acc"] - 0.10
+
     def alpha_for_epoch(self, epoch: int, max_epochs: int | None) -> float:
         """Teacher weight for the 1-based ``epoch``; validated to lie in [0, 1]."""
         alpha = float(self.schedule(epoch, max_epochs))
@@ -278,11 +287,11 @@ class SelfKDCallback(Callback):
         target_rows = step.batch.rows(target)  # (R,) the labels trained on: the ones passed here
         step.predictions, step.mixed = rows.detach(), mix is not None
         teacher = step.teacher
+        self._statistics.add(target_rows, step.predictions, teacher, self.alpha, step.mixed, step.nonfinite_teachers)
         if teacher is not None and teacher.class_ids is None and teacher.values.shape[-1] != logits.shape[-1]:
             raise ValueError(
                 f"The teacher predicts {teacher.values.shape[-1]} classes but the model outputs {logits.shape[-1]}."
             )
-        self._count_rows(target_rows)
         if mix is not None:  # (B, C) mixed soft targets; predictions on mixed images never become teachers
             return soft_target_cross_entropy(logits, self.soft_targets(target, mix=mix))
         if teacher is None:  # no teacher at all yet (cache mode before the first write)
@@ -331,7 +340,7 @@ class SelfKDCallback(Callback):
                 f"Trainer(max_epochs=...) (got max_epochs={trainer.max_epochs}), or use schedule='constant'."
             )
         self.teacher.check_trainer(trainer)
-        self.alpha, self._finished_epoch = 0.0, -1
+        self.alpha, self._finished_epoch, self._warned_teacher_worse = 0.0, -1, False
         self.teacher.reset()
 
     @override
@@ -344,7 +353,7 @@ class SelfKDCallback(Callback):
         """Set ``alpha_t`` for this epoch and reset the epoch's statistics."""
         self.alpha = self.alpha_for_epoch(trainer.current_epoch + 1, trainer.max_epochs)
         self.teacher.start_epoch(trainer)
-        self._counts = torch.zeros(len(_EPOCH_COUNTS), device=pl_module.device)
+        self._statistics = EpochStatistics(pl_module.device)
 
     @override
     def on_train_batch_start(
@@ -386,27 +395,29 @@ class SelfKDCallback(Callback):
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Log alpha and the epoch's statistics (summed over processes); warn about non-finite rows."""
-        totals = trainer.strategy.reduce(self._counts.clone(), reduce_op="sum").tolist()
-        counts = dict(zip(_EPOCH_COUNTS, totals, strict=True))
-        # Already global (summed over processes above), identical on every rank: sync_dist=True says so to Lightning,
-        # and its mean of identical values leaves them unchanged.
-        logged = {
-            "skd/alpha": self.alpha,
-            "skd/teacher_coverage": counts["teacher_rows"] / max(counts["rows"], 1.0),
-            "skd/nonfinite_rows": counts["nonfinite_predictions"],
-            "skd/nonfinite_teacher_rows": counts["nonfinite_teachers"],
-        }
-        if counts["teacher_rows"] > 0:
-            logged["skd/teacher_acc"] = counts["teacher_correct"] / counts["teacher_rows"]
-        for name, value in logged.items():
-            pl_module.log(name, value, on_step=False, on_epoch=True, sync_dist=True)
-        if counts["nonfinite_predictions"] or counts["nonfinite_teachers"]:
+        """Log the epoch's statistics (summed over processes) and warn where they show Self-KD going wrong."""
+        summary = self._statistics.summary(trainer)
+        teacher_rows = summary.pop("_teacher_rows")
+        # Already global (summed over processes), identical on every rank: sync_dist=True says so to Lightning, and
+        # its mean of identical values leaves them unchanged.
+        for name, value in {"alpha_scheduled": self.alpha, **summary}.items():
+            pl_module.log(f"skd/{name}", value, on_step=False, on_epoch=True, sync_dist=True)
+        if summary["nonfinite_rows"] or summary["nonfinite_teacher_rows"]:
             rank_zero_warn(
-                f"SelfKDCallback: in epoch {trainer.current_epoch}, {int(counts['nonfinite_predictions'])} rows of the "
+                f"SelfKDCallback: in epoch {trainer.current_epoch}, {int(summary['nonfinite_rows'])} rows of the "
                 f"model's predictions were non-finite (NaN/inf) and were not kept as teachers, and "
-                f"{int(counts['nonfinite_teachers'])} non-finite teacher rows were not used (those rows trained on "
-                "their hard label). Check the learning rate, gradient clipping or mixed-precision loss scaling."
+                f"{int(summary['nonfinite_teacher_rows'])} non-finite teacher rows were not used (those rows trained "
+                "on their hard label). Check the learning rate, gradient clipping or mixed-precision loss scaling."
+            )
+        if not self._warned_teacher_worse and self.teacher_is_worse(summary, teacher_rows):
+            self._warned_teacher_worse = True
+            rank_zero_warn(
+                f"SelfKDCallback: in epoch {trainer.current_epoch} the teacher was right on "
+                f"{summary['teacher_acc']:.1%} of the training rows, the student on {summary['student_acc']:.1%} of "
+                f"the same rows, while alpha = {summary['alpha']:.2f} pulled the targets toward the teacher. "
+                "Distilling from a teacher clearly worse than the student tends to hurt accuracy and calibration. "
+                "Try a later start (schedule=LinearAlpha(alpha_T, start_epoch=...)), a smaller alpha_T, or the other "
+                f"teacher (mode={'cache' if self.mode == 'snapshot' else 'snapshot'!r}). This warning is shown once."
             )
         self._finish_epoch(trainer, pl_module)
 
@@ -430,20 +441,6 @@ class SelfKDCallback(Callback):
         self.teacher.load_state_dict(state["teacher"])
 
     # ---------------------------------------------------------------- internals
-    def _count_rows(self, target: Tensor) -> None:
-        """Add the step's rows to this epoch's statistics (:data:`_EPOCH_COUNTS`), on the device: no host sync."""
-        step = self._step
-        teacher = step.teacher
-        zero = torch.zeros((), device=target.device, dtype=torch.long)
-        counts = [
-            zero if teacher is None else ((teacher.argmax() == target) & teacher.valid).sum(),
-            zero if teacher is None else teacher.valid.sum(),
-            torch.full_like(zero, len(target)),
-            (~torch.isfinite(step.predictions).all(dim=-1)).sum(),
-            zero if step.nonfinite_teachers is None else step.nonfinite_teachers,
-        ]
-        self._counts += torch.stack(counts).to(self._counts)
-
     def _finish_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """The teacher's end-of-epoch work, once per epoch."""
         if self._finished_epoch == trainer.current_epoch:

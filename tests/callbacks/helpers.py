@@ -70,3 +70,41 @@ def trainer(callbacks, max_epochs: int = 3, **kwargs) -> pl.Trainer:
         enable_model_summary=False,
         **kwargs,
     )
+
+
+def table_loader(target: torch.Tensor, batch_size: int = 4) -> DataLoader:
+    """Batches ``(index, target, index)``: the input of sample ``i`` is ``i`` itself (see :class:`TableClassifier`)."""
+    index = torch.arange(len(target))
+    return DataLoader(TensorDataset(index, target, index), batch_size=batch_size, shuffle=False)
+
+
+class TableClassifier(pl.LightningModule):
+    """Logits are a learnable table row per sample index, so every prediction is known exactly.
+
+    Records, per epoch, each batch's logits (with their gradient after backward) and loss.
+    """
+
+    def __init__(self, logits: torch.Tensor, lr: float = 0.0) -> None:
+        super().__init__()
+        self.table = nn.Parameter(logits.clone())
+        self.lr = lr
+        self.steps: list[dict] = []
+
+    def forward(self, index: torch.Tensor) -> torch.Tensor:
+        return self.table[index]
+
+    def training_target(self, target: torch.Tensor) -> torch.Tensor:
+        return target
+
+    def training_step(self, batch, batch_idx):
+        index, target, _ = batch
+        logits = self(index)
+        logits.retain_grad()
+        passed = self.training_target(target)
+        loss = self_kd_loss(self, logits, passed)
+        self.steps.append({"epoch": self.current_epoch, "index": index, "target": passed, "logits": logits})
+        self.steps[-1]["loss"] = loss.detach()
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.lr)

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_skd import SelfKDCallback
-from lightning_skd.callbacks import ConstantAlpha, LinearAlpha
+from lightning_skd.callbacks import ConstantAlpha, LinearAlpha, StepAlpha
 from lightning_skd.callbacks.teachers.snapshot import make_frozen_copy
 from lightning_skd.functional import soft_target_cross_entropy
 
@@ -89,13 +89,15 @@ def test_self_kd_callback_logs_alpha_of_each_epoch(mode):
 
     class Logging(pl.Callback):
         def on_train_epoch_end(self, trainer, pl_module):
-            alphas.append(float(trainer.callback_metrics["skd/alpha"]))
+            metrics = trainer.callback_metrics
+            alphas.append((float(metrics["skd/alpha_scheduled"]), float(metrics["skd/alpha"])))
 
     pl.seed_everything(0)
     trainer([SelfKDCallback(mode=mode, alpha_T=0.8), Logging()], max_epochs=4).fit(
         RecordingClassifier(), indexed_loader()
     )
-    assert alphas == pytest.approx([0.2, 0.4, 0.6, 0.8])
+    assert [scheduled for scheduled, _ in alphas] == pytest.approx([0.2, 0.4, 0.6, 0.8])
+    assert [applied for _, applied in alphas] == pytest.approx([0.0, 0.4, 0.6, 0.8])  # no teacher in epoch 1
 
 
 def test_self_kd_callback_logs_teacher_accuracy_from_second_epoch():
@@ -270,3 +272,23 @@ def test_self_kd_callback_snapshot_teacher_shares_uncopyable_factories():
     assert teacher.linear is not module.linear
     assert torch.equal(teacher.linear.weight, module.linear.weight)
     assert not teacher.linear.weight.requires_grad
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [
+        (LinearAlpha(0.8, start_epoch=3), [0.0, 0.0, 0.4, 0.8]),
+        (LinearAlpha(0.8, start_epoch=1), [0.2, 0.4, 0.6, 0.8]),
+        (StepAlpha(0.8, num_steps=2, start_epoch=2), [0.0, 0.0, 0.4, 0.8]),
+        (ConstantAlpha(0.5, start_epoch=4), [0.0, 0.0, 0.0, 0.5]),
+    ],
+)
+def test_alpha_schedules_start_late_and_reach_alpha_T_at_the_last_epoch(schedule, expected):
+    assert [schedule(t, 4) for t in range(1, 5)] == pytest.approx(expected)
+
+
+def test_alpha_schedules_reject_a_bad_start_epoch():
+    with pytest.raises(ValueError, match="start_epoch"):
+        LinearAlpha(0.8, start_epoch=0)
+    with pytest.raises(ValueError, match=r"start_epoch=5\) starts after the last epoch T=4"):
+        LinearAlpha(0.8, start_epoch=5)(1, 4)

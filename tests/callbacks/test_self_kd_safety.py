@@ -10,53 +10,14 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from lightning_skd import SelfKDCallback, self_kd_loss
 from lightning_skd.callbacks import SelfKDBatch
 from lightning_skd.functional.soft_targets import self_kd_targets, soft_target_cross_entropy
-from tests.callbacks.helpers import RecordingClassifier, indexed_loader, trainer
+from tests.callbacks.helpers import RecordingClassifier, TableClassifier, indexed_loader, table_loader, trainer
 
 NUM_SAMPLES, NUM_CLASSES = 8, 4
-
-
-def table_loader(target: torch.Tensor, batch_size: int = 4) -> DataLoader:
-    """Batches ``(index, target, index)``: the input of sample ``i`` is ``i`` itself (see :class:`TableClassifier`)."""
-    index = torch.arange(len(target))
-    return DataLoader(TensorDataset(index, target, index), batch_size=batch_size, shuffle=False)
-
-
-class TableClassifier(pl.LightningModule):
-    """Logits are a learnable table row per sample index, so every prediction is known exactly.
-
-    Records, per epoch, each batch's logits (with their gradient after backward) and loss.
-    """
-
-    def __init__(self, logits: torch.Tensor, lr: float = 0.0) -> None:
-        super().__init__()
-        self.table = nn.Parameter(logits.clone())
-        self.lr = lr
-        self.steps: list[dict] = []
-
-    def forward(self, index: torch.Tensor) -> torch.Tensor:
-        return self.table[index]
-
-    def training_target(self, target: torch.Tensor) -> torch.Tensor:
-        return target
-
-    def training_step(self, batch, batch_idx):
-        index, target, _ = batch
-        logits = self(index)
-        logits.retain_grad()
-        passed = self.training_target(target)
-        loss = self_kd_loss(self, logits, passed)
-        self.steps.append({"epoch": self.current_epoch, "index": index, "target": passed, "logits": logits})
-        self.steps[-1]["loss"] = loss.detach()
-        return loss
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=self.lr)
 
 
 def seeded_logits(seed: int = 0) -> torch.Tensor:

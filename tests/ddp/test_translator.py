@@ -81,7 +81,7 @@ def test_translator_ddp_fit_trains_with_token_level_self_kd(translator_runs):
     values = logged(translator_runs["fit"])
     assert len(values["val/bleu"]) == EPOCHS
     assert all(math.isfinite(v) for v in values["train/loss_epoch"] + values["val/nll"])
-    assert values["skd/alpha"] == pytest.approx([0.7 * t / EPOCHS for t in range(1, EPOCHS + 1)])
+    assert values["skd/alpha_scheduled"] == pytest.approx([0.7 * t / EPOCHS for t in range(1, EPOCHS + 1)])
     assert values["skd/teacher_coverage"][-1] > 0  # the snapshot teacher was used in epoch 2
 
 

@@ -158,7 +158,8 @@ def test_translator_token_cache_self_kd_trains_through_the_callback(corpus, tmp_
     fit = trainer(tmp_path, [callback], max_epochs=2, limit_val_batches=0)
     fit.fit(Translator(TINY_TRANSFORMER), datamodule=datamodule(corpus))
     values = logged(tmp_path)
-    assert values["skd/alpha"] == pytest.approx([0.25, 0.5])
+    assert values["skd/alpha_scheduled"] == pytest.approx([0.25, 0.5])
+    assert values["skd/alpha"] == pytest.approx([0.0, 0.5])  # applied: no teacher in the first epoch
     assert values["skd/teacher_coverage"][0] == 0.0 and values["skd/teacher_coverage"][1] == pytest.approx(1.0)
     assert all(math.isfinite(v) for v in values["train/loss_epoch"])
 
