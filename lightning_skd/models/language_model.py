@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 from typing_extensions import override
 
+from lightning_skd._constants import IGNORE_INDEX
 from lightning_skd.callbacks.skd_alpha_scheduler import SKDAlphaScheduler
 from lightning_skd.losses.embedding_skd import EmbeddingSKDLoss
 
@@ -116,7 +117,7 @@ class LanguageModel(LightningModule):
         sigma: float | Literal["auto"] = 0.1,
         skd_lambda: float | None = None,
         sigma_update_every: int = 1000,
-        ignore_index: int = -100,
+        ignore_index: int = IGNORE_INDEX,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_monitor: str = "val/sentence_nll",

@@ -15,6 +15,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 from typing_extensions import override
 
+from lightning_skd._constants import IGNORE_INDEX
 from lightning_skd.callbacks.prediction_writer import PredictionWriter
 from lightning_skd.callbacks.self_kd import SelfKDCallback, self_kd_loss
 from lightning_skd.callbacks.skd_alpha_scheduler import SKDAlphaScheduler
@@ -24,7 +25,6 @@ from lightning_skd.models.translation_evaluation import TranslationEvaluation
 
 __all__ = ["Translator"]
 
-IGNORE_INDEX = -100  # target padding of the batches (lightning_skd.data.ParallelTextDataModule)
 #: What ``setup`` reads from ``trainer.datamodule`` when the corresponding argument is ``None``.
 _DATA_ATTRIBUTES = ("src_vocab_size", "tgt_vocab_size", "pad_id", "bos_id", "eos_id")
 
