@@ -16,6 +16,7 @@ from torchmetrics import MeanMetric
 from lightning_skd.callbacks.self_kd import SelfKDCallback, self_kd_loss
 from lightning_skd.metrics import CalibrationMetrics
 from lightning_skd.models.backbones import build_backbone
+from lightning_skd.models.evaluation_logging import log_evaluation
 from lightning_skd.regularizers.mixing import BatchMix
 
 
@@ -164,15 +165,10 @@ class ImageClassifier(pl.LightningModule):
         metrics.update(logits.float().softmax(dim=-1), target)
 
     def _log_metrics(self, metrics: CalibrationMetrics, loss: MeanMetric, stage: str) -> None:
-        # compute() gathers every process's states: the same global values on every rank. sync_dist=True tells
-        # Lightning so; its mean of identical values leaves them unchanged ((x + x) / 2 == x).
         values = {f"{stage}/loss": loss.compute(), **metrics.compute()}
-        for name, value in values.items():
-            self.log(name, value, prog_bar=name in (f"{stage}/loss", f"{stage}/top1_err"), sync_dist=True)
         if self.log_figures and not self.trainer.sanity_checking:
             self._emit_figures(metrics.plot_figures(), stage)  # plot_figures syncs states: called on every rank
-        metrics.reset()
-        loss.reset()
+        log_evaluation(self, values, prog_bar={f"{stage}/loss", f"{stage}/top1_err"}, reset=(metrics, loss))
 
     def _emit_figures(self, figures: dict[str, Figure], stage: str) -> None:
         """Send the figures to the logger (if it takes figures) or save them as PNG, once, from rank 0.

@@ -16,6 +16,7 @@ from typing_extensions import override
 from lightning_skd._constants import IGNORE_INDEX
 from lightning_skd.callbacks.skd_alpha_scheduler import SKDAlphaScheduler
 from lightning_skd.losses.embedding_skd import EmbeddingSKDLoss
+from lightning_skd.models.evaluation_logging import log_evaluation
 
 __all__ = ["LanguageModel", "SentenceNLL"]
 
@@ -258,11 +259,8 @@ class LanguageModel(LightningModule):
         metric.update(self._token_nll(inputs, targets), targets != self.hparams.ignore_index)
 
     def _log_metric(self, stage: str, metric: SentenceNLL) -> None:
-        sentence_nll, ppl = metric.compute()  # torchmetrics sums the states of all processes: global values
-        # sync_dist=True tells Lightning they are global; its mean of identical values leaves them unchanged.
-        self.log(f"{stage}/sentence_nll", sentence_nll, prog_bar=True, sync_dist=True)
-        self.log(f"{stage}/ppl", ppl, prog_bar=True, sync_dist=True)
-        metric.reset()
+        values = dict(zip((f"{stage}/sentence_nll", f"{stage}/ppl"), metric.compute(), strict=True))
+        log_evaluation(self, values, prog_bar=values, reset=[metric])
 
     @override
     def validation_step(self, batch: Any, batch_idx: int) -> None:

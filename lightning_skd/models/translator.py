@@ -20,6 +20,7 @@ from lightning_skd.callbacks.prediction_writer import PredictionWriter
 from lightning_skd.callbacks.self_kd import SelfKDCallback, self_kd_loss
 from lightning_skd.callbacks.skd_alpha_scheduler import SKDAlphaScheduler
 from lightning_skd.losses.embedding_skd import EmbeddingSKDLoss
+from lightning_skd.models.evaluation_logging import log_evaluation
 from lightning_skd.models.seq2seq.decoding import Hypotheses, beam_search, greedy_decode
 from lightning_skd.models.translation_evaluation import TranslationEvaluation
 
@@ -344,15 +345,11 @@ class Translator(pl.LightningModule):
         return self._references[split]
 
     def _log_metrics(self, metrics: TranslationEvaluation) -> None:
-        # compute() gathers every process's states: the same global values on every rank. sync_dist=True tells
-        # Lightning so; its mean of identical values leaves them unchanged.
-        values = metrics.compute()
-        for name, value in values.items():
-            self.log(name, value.float(), prog_bar=name.endswith(("/bleu", "/loss")), sync_dist=True)
         if not self._signature_logged and not self.trainer.sanity_checking:
             rank_zero_info(f"Translator: sacreBLEU signature {metrics.signature}")
             self._signature_logged = True
-        metrics.reset()
+        stage = metrics.stage
+        log_evaluation(self, metrics.compute(), prog_bar={f"{stage}/bleu", f"{stage}/loss"}, reset=[metrics])
 
     @override
     def on_validation_epoch_start(self) -> None:
