@@ -19,6 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from typing_extensions import override
 
+from lightning_skd._constants import IGNORE_INDEX
 from lightning_skd.data.subword import BOS_ID, EOS_ID, PAD_ID, UNK_ID, SubwordTokenizer
 from lightning_skd.data.token_batching import TokenBatchSampler
 
@@ -30,9 +31,6 @@ __all__ = [
     "collate_translation",
     "read_parallel_files",
 ]
-
-IGNORE_INDEX = -100
-"""Target value at padded positions (the default ``ignore_index`` of PyTorch's losses and of the Self-KD callback)."""
 
 Overlong = Literal["filter", "truncate", "error", "keep"]
 

@@ -13,13 +13,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
+from lightning_skd._constants import IGNORE_INDEX
 from lightning_skd.data.samplers import evaluation_sampler
 from lightning_skd.data.vocabulary import Vocabulary
 
 __all__ = ["IGNORE_INDEX", "LMBatch", "SentenceDataset", "TextLMDataModule", "collate_sentences", "read_sentences"]
-
-IGNORE_INDEX = -100
-"""Target value at padded positions (the default ``ignore_index`` of PyTorch's losses and of ``EmbeddingSKDLoss``)."""
 
 _WHERE_TO_GET = (
     "Expected plain-text files with one sentence per line (tokens separated by spaces). "

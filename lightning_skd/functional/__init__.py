@@ -14,7 +14,12 @@ from lightning_skd.functional.embedding_skd import (
     skd_alpha,
 )
 from lightning_skd.functional.selective import aurc, eaurc, risk_coverage
-from lightning_skd.functional.soft_targets import self_kd_cross_entropy, self_kd_targets, soft_target_cross_entropy
+from lightning_skd.functional.soft_targets import (
+    hard_target_cross_entropy,
+    self_kd_cross_entropy,
+    self_kd_targets,
+    soft_target_cross_entropy,
+)
 from lightning_skd.functional.statistics import SampleStatistics, sample_statistics
 
 __all__ = [
@@ -24,6 +29,7 @@ __all__ = [
     "embedding_skd_loss",
     "embedding_skd_loss_with_stats",
     "embedding_skd_soft_target",
+    "hard_target_cross_entropy",
     "mean_nearest_neighbour_distance",
     "sigma_from_nearest_neighbours",
     "skd_alpha",

@@ -31,6 +31,8 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
+from lightning_skd._constants import IGNORE_INDEX
+
 __all__ = [
     "EmbeddingSKDOutput",
     "embedding_skd_loss_with_stats",
@@ -246,7 +248,7 @@ def embedding_skd_loss_with_stats(
     sigma: float | Tensor,
     alpha: float | Tensor = 1.0,
     lam: float | None = None,
-    ignore_index: int = -100,
+    ignore_index: int = IGNORE_INDEX,
     reduction: Reduction = "mean",
     q_max: float = 0.5,
 ) -> EmbeddingSKDOutput:
@@ -334,7 +336,7 @@ def embedding_skd_loss(
     sigma: float | Tensor,
     alpha: float | Tensor = 1.0,
     lam: float | None = None,
-    ignore_index: int = -100,
+    ignore_index: int = IGNORE_INDEX,
     reduction: Reduction = "mean",
     q_max: float = 0.5,
 ) -> Tensor:

@@ -1,10 +1,12 @@
-"""Soft targets of progressive self-knowledge distillation (Kim et al., Eq. 6) and the cross-entropy against them."""
+"""Self-KD soft targets (Kim et al., Eq. 6) and the cross-entropies of the task modules on soft and hard targets."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from lightning_skd._constants import IGNORE_INDEX
 
 
 def _as_per_sample_alpha(alpha: float | Tensor, batch_size: int, reference: Tensor) -> Tensor:
@@ -60,6 +62,39 @@ def soft_target_cross_entropy(logits: Tensor, soft_targets: Tensor, reduction: s
     """
     per_sample = -(soft_targets * F.log_softmax(logits.float(), dim=-1)).sum(dim=-1)  # (N,)
     return _reduce(per_sample, reduction)
+
+
+def hard_target_cross_entropy(
+    logits: Tensor,
+    target: Tensor,
+    ignore_index: int = IGNORE_INDEX,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+) -> Tensor:
+    """``torch.nn.functional.cross_entropy`` in float32 of class ``(N, C)`` or token ``(B, T, V)`` logits.
+
+    Args:
+        logits: Logits ``(N, C)``, or ``(B, T, V)`` for token targets (the classes go to dimension 1 for PyTorch).
+        target: Class indices ``(N,)`` or token ids ``(B, T)``, ``ignore_index`` at padding.
+        ignore_index: Target value of padding.
+        label_smoothing: ``ε``: the target mass ``ε`` spread uniformly over all classes (0: plain cross-entropy).
+        reduction: ``"mean"`` over the non-padding targets, ``"sum"`` or ``"none"`` (shape of ``target``, 0 at
+            padding).
+
+    Returns:
+        The loss.
+
+    Example:
+        >>> hard_target_cross_entropy(torch.zeros(1, 3, 4), torch.tensor([[0, 1, -100]]))  # ln 4 over two tokens
+        tensor(1.3863)
+
+    """
+    logits = logits.float()
+    if logits.ndim == 3:
+        logits = logits.transpose(1, 2)  # (B, V, T)
+    return F.cross_entropy(
+        logits, target, ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction
+    )
 
 
 def self_kd_cross_entropy(

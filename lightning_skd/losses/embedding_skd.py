@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 from typing_extensions import override
 
+from lightning_skd._constants import IGNORE_INDEX
 from lightning_skd.functional.embedding_skd import (
     Reduction,
     check_reduction,
@@ -87,7 +88,7 @@ class EmbeddingSKDLoss(nn.Module):
         sigma: float | Literal["auto"] = 0.1,
         lam: float | None = None,
         alpha: float = 1.0,
-        ignore_index: int = -100,
+        ignore_index: int = IGNORE_INDEX,
         reduction: Reduction = "mean",
         q_max: float = 0.5,
         sigma_update_every: int = 1000,

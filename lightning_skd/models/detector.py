@@ -23,6 +23,7 @@ from lightning_skd.data.voc_detection import VOC_CLASSES
 from lightning_skd.metrics.coco_map import COCOMeanAveragePrecision
 from lightning_skd.metrics.voc07_map import VOC07MeanAveragePrecision
 from lightning_skd.models.backbone_export import BackboneInfo, load_backbone
+from lightning_skd.models.evaluation_logging import log_evaluation
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -293,14 +294,15 @@ class Detector(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         """Log the test metrics, write them to ``<log_dir>/test_detection_metrics.json`` and reset."""
-        results = self._log_metrics("test", self.test_voc, self.test_coco)
+        values = self._log_metrics("test", self.test_voc, self.test_coco)
+        results = {key.removeprefix("test/"): float(value) for key, value in values.items()}
         folder = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # on every rank: may communicate
         if self.trainer.is_global_zero:
             folder.mkdir(parents=True, exist_ok=True)
             payload = {
                 "class_names": self.class_names,
-                "voc07_ap": {name: results[f"ap/{name}"] for name in self.class_names},
-                "voc07_map": results["map"],
+                "voc07_ap": {name: results[f"voc07_ap/{name}"] for name in self.class_names},
+                "voc07_map": results["voc07_map"],
                 "coco_map_50": results["coco_map_50"],
                 "coco_map": results["coco_map"],
                 "backbone": vars(self.backbone_info),
@@ -310,21 +312,13 @@ class Detector(pl.LightningModule):
 
     def _log_metrics(
         self, stage: str, voc: VOC07MeanAveragePrecision, coco: COCOMeanAveragePrecision
-    ) -> dict[str, float]:
-        # Both metrics gather their states across processes in compute(): the values are global and identical on every
-        # rank. sync_dist=True tells Lightning so (no per-metric warning); its mean of identical values changes nothing.
-        values = voc.compute()
+    ) -> dict[str, Tensor]:
+        """Log and return ``{stage}/voc07_map``, ``voc07_ap/<class>``, ``coco_map_50`` and ``coco_map``; reset."""
+        values = {f"{stage}/voc07_{key}": value for key, value in voc.compute().items()}  # map, ap/<class>
         coco_values = coco.compute()
-        results = {key: float(value) for key, value in values.items()}
-        results["coco_map_50"] = float(coco_values["map_50"])
-        results["coco_map"] = float(coco_values["map"])
-        self.log(f"{stage}/voc07_map", values["map"], prog_bar=True, sync_dist=True)
-        self.log_dict({f"{stage}/voc07_{key}": value for key, value in values.items() if key != "map"}, sync_dist=True)
-        self.log(f"{stage}/coco_map_50", coco_values["map_50"], sync_dist=True)
-        self.log(f"{stage}/coco_map", coco_values["map"], sync_dist=True)
-        voc.reset()
-        coco.reset()
-        return results
+        values.update({f"{stage}/coco_map_50": coco_values["map_50"], f"{stage}/coco_map": coco_values["map"]})
+        log_evaluation(self, values, prog_bar={f"{stage}/voc07_map"}, reset=(voc, coco))
+        return values
 
     def configure_optimizers(self) -> Any:
         """The configured optimizer (default SGD lr 1e-3) over the trainable parameters, and the LR scheduler."""

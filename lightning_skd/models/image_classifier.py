@@ -7,15 +7,16 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from matplotlib.figure import Figure
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from lightning_skd.callbacks.self_kd import SelfKDCallback, self_kd_loss
+from lightning_skd.functional.soft_targets import hard_target_cross_entropy
 from lightning_skd.metrics import CalibrationMetrics
 from lightning_skd.models.backbones import build_backbone
+from lightning_skd.models.evaluation_logging import log_evaluation
+from lightning_skd.objectives import objective_from_hparams
 from lightning_skd.regularizers.mixing import BatchMix
 
 
@@ -69,13 +70,13 @@ class ImageClassifier(pl.LightningModule):
             raise ValueError(f"`num_classes` must be an integer >= 2, got {num_classes!r}.")
         if not (isinstance(in_channels, int) and in_channels >= 1):
             raise ValueError(f"`in_channels` must be a positive integer, got {in_channels!r}.")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"`label_smoothing` must be in [0, 1), got {label_smoothing!r}.")
         if batch_mix is not None and not isinstance(batch_mix, BatchMix):
             raise ValueError(
                 f"`batch_mix` must be a lightning_skd.regularizers.BatchMix (CutMix, MixUp) or None, got {batch_mix!r}."
             )
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "batch_mix"])
+        # Cross-entropy through self_kd_loss (Self-KD with a SelfKDCallback) or label smoothing; checked here.
+        self.training_objective = objective_from_hparams(self)
         self.batch_mix = batch_mix
         self.net = build_backbone(backbone, num_classes, in_channels, pretrained=pretrained, cifar_stem=cifar_stem)
         self.optimizer_factory = optimizer
@@ -94,13 +95,9 @@ class ImageClassifier(pl.LightningModule):
         return self.net(images)
 
     def setup(self, stage: str) -> None:
-        """Refuse label smoothing together with Self-KD: both rewrite the targets."""
-        if stage == "fit" and self.label_smoothing > 0:
-            if any(isinstance(cb, SelfKDCallback) for cb in self.trainer.callbacks):
-                raise ValueError(
-                    f"ImageClassifier(label_smoothing={self.label_smoothing}) and SelfKDCallback both soften the "
-                    "targets; use one of them (label_smoothing=0.0 for Self-KD)."
-                )
+        """Check the objective against the callbacks: label smoothing refuses Self-KD (both rewrite the targets)."""
+        if stage == "fit":
+            self.training_objective.check_callbacks(self.trainer.callbacks)
 
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
         """Self-KD / cross-entropy / label-smoothing loss of a batch, after CutMix / Mixup if configured."""
@@ -109,13 +106,7 @@ class ImageClassifier(pl.LightningModule):
         if self.batch_mix is not None:
             images, mix = self.batch_mix(images)  # mix: None when this batch is left un-mixed
         logits = self(images)
-        if self.label_smoothing > 0:
-            loss = F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
-            if mix is not None:  # same pairs as the images: lam * LS-CE(y_i) + (1 - lam) * LS-CE(y_perm[i])
-                partner = F.cross_entropy(logits, target[mix.perm], label_smoothing=self.label_smoothing)
-                loss = mix.lam * loss + (1.0 - mix.lam) * partner
-        else:
-            loss = self_kd_loss(self, logits, target, mix=mix)
+        loss = self.training_objective.loss(self, logits, target, mix=mix)  # targets mixed with the images' pairs
         # Epoch means over all processes (batch-size weighted); synchronised once, at the end of the epoch.
         self.log(
             "train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(target), sync_dist=True
@@ -160,19 +151,14 @@ class ImageClassifier(pl.LightningModule):
     ) -> None:
         images, target, _ = batch
         logits = self(images)
-        loss.update(F.cross_entropy(logits, target), weight=len(target))
+        loss.update(hard_target_cross_entropy(logits, target), weight=len(target))
         metrics.update(logits.float().softmax(dim=-1), target)
 
     def _log_metrics(self, metrics: CalibrationMetrics, loss: MeanMetric, stage: str) -> None:
-        # compute() gathers every process's states: the same global values on every rank. sync_dist=True tells
-        # Lightning so; its mean of identical values leaves them unchanged ((x + x) / 2 == x).
         values = {f"{stage}/loss": loss.compute(), **metrics.compute()}
-        for name, value in values.items():
-            self.log(name, value, prog_bar=name in (f"{stage}/loss", f"{stage}/top1_err"), sync_dist=True)
         if self.log_figures and not self.trainer.sanity_checking:
             self._emit_figures(metrics.plot_figures(), stage)  # plot_figures syncs states: called on every rank
-        metrics.reset()
-        loss.reset()
+        log_evaluation(self, values, prog_bar={f"{stage}/loss", f"{stage}/top1_err"}, reset=(metrics, loss))
 
     def _emit_figures(self, figures: dict[str, Figure], stage: str) -> None:
         """Send the figures to the logger (if it takes figures) or save them as PNG, once, from rank 0.

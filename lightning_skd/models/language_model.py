@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 import torch
@@ -13,8 +12,10 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 from typing_extensions import override
 
-from lightning_skd.callbacks.skd_alpha_scheduler import SKDAlphaScheduler
-from lightning_skd.losses.embedding_skd import EmbeddingSKDLoss
+from lightning_skd._constants import IGNORE_INDEX
+from lightning_skd.functional.soft_targets import hard_target_cross_entropy
+from lightning_skd.models.evaluation_logging import log_evaluation
+from lightning_skd.objectives import objective_from_hparams
 
 __all__ = ["LanguageModel", "SentenceNLL"]
 
@@ -97,8 +98,8 @@ class LanguageModel(LightningModule):
 
     Raises:
         ValueError: On a bad size, ``dropout``, ``embedding_noise_std``, tied sizes that differ, a bad SKD argument
-            (in ``__init__``); in ``setup``, if ``vocab_size`` cannot be found, or ``skd`` is on without an
-            ``SKDAlphaScheduler`` callback.
+            (in ``__init__``); in ``setup``, if ``vocab_size`` cannot be found, ``skd`` is on without an
+            ``SKDAlphaScheduler`` callback, or a ``SelfKDCallback`` is attached (these batches do not suit it).
 
     """
 
@@ -116,7 +117,7 @@ class LanguageModel(LightningModule):
         sigma: float | Literal["auto"] = 0.1,
         skd_lambda: float | None = None,
         sigma_update_every: int = 1000,
-        ignore_index: int = -100,
+        ignore_index: int = IGNORE_INDEX,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_monitor: str = "val/sentence_nll",
@@ -135,15 +136,6 @@ class LanguageModel(LightningModule):
             raise ValueError(f"LanguageModel: `vocab_size` must be an integer >= 2, got {vocab_size!r}")
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
             raise ValueError(f"LanguageModel: `dropout` must be a float in [0, 1), got {dropout!r}")
-        if (
-            isinstance(embedding_noise_std, bool)
-            or not isinstance(embedding_noise_std, (int, float))
-            or not math.isfinite(embedding_noise_std)
-            or embedding_noise_std < 0
-        ):
-            raise ValueError(
-                f"LanguageModel: `embedding_noise_std` must be a finite float >= 0, got {embedding_noise_std!r}"
-            )
         if ff_size is None:
             ff_size = embedding_dim if tie_weights else hidden_size
         if tie_weights and ff_size != embedding_dim:
@@ -155,18 +147,10 @@ class LanguageModel(LightningModule):
         self.hparams["ff_size"] = ff_size
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
-        # The SKD loss is built (and its arguments checked) here; it does not depend on V.
-        self.skd_loss = (
-            EmbeddingSKDLoss(
-                sigma=sigma,
-                lam=skd_lambda,
-                alpha=0.0,
-                ignore_index=ignore_index,
-                sigma_update_every=sigma_update_every,
-            )
-            if skd
-            else None
-        )
+        # Cross-entropy or SKD, +Noise: built (and its arguments checked) here; it does not depend on V. The batches
+        # (LMBatch) carry no layout SelfKDCallback reads, so plain cross-entropy does not go through self_kd_loss.
+        self.training_objective = objective_from_hparams(self, self_kd=False)
+        self.skd_loss = self.training_objective.skd_loss  # a submodule: its buffers go to checkpoints
         self.val_metric = SentenceNLL()
         self.test_metric = SentenceNLL()
         self.embedding: nn.Embedding | None = None
@@ -208,12 +192,8 @@ class LanguageModel(LightningModule):
                 )
             self.hparams["vocab_size"] = int(vocab_size)
             self._build(int(vocab_size))
-        if stage == "fit" and self.skd_loss is not None:
-            if not any(isinstance(cb, SKDAlphaScheduler) for cb in self.trainer.callbacks):
-                raise ValueError(
-                    "LanguageModel: skd=True needs an SKDAlphaScheduler in trainer.callbacks to drive alpha "
-                    "(Algorithm 1), got none"
-                )
+        if stage == "fit":
+            self.training_objective.check_callbacks(self.trainer.callbacks)
 
     @override
     def forward(self, inputs: Tensor) -> Tensor:
@@ -221,8 +201,9 @@ class LanguageModel(LightningModule):
         if self.embedding is None:
             raise RuntimeError("LanguageModel: the layers are not built yet; give vocab_size or run setup()")
         embedded = self.embedding(inputs)  # (B, T, E)
-        if self.training and self.hparams.embedding_noise_std > 0:
-            embedded = embedded + torch.randn_like(embedded) * self.hparams.embedding_noise_std
+        noise_std = self.training_objective.noise_std(self.training)  # +Noise: in training only
+        if noise_std > 0:
+            embedded = embedded + torch.randn_like(embedded) * noise_std
         hidden, _ = self.lstm(self.drop(embedded))  # (B, T, H)
         features = F.relu(self.feed_forward(self.drop(hidden)))  # (B, T, ff_size)
         return self.decoder(features)  # (B, T, V)
@@ -232,14 +213,8 @@ class LanguageModel(LightningModule):
         """Cross-entropy (baseline / +Noise) or Eq. (12) (+SKD), averaged over non-padding tokens."""
         inputs, targets = batch[0], batch[1]
         logits = self(inputs)  # (B, T, V)
-        if self.skd_loss is not None:
-            loss = self.skd_loss(logits, targets, self.output_embedding, step=self.global_step)
-            self.log("skd/q_n", self.skd_loss.last_q_n, on_step=True, on_epoch=False, batch_size=inputs.shape[0])
-            self.log(
-                "skd/mismatch", self.skd_loss.last_mismatch, on_step=True, on_epoch=False, batch_size=inputs.shape[0]
-            )
-        else:
-            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=self.hparams.ignore_index)
+        loss = self.training_objective.loss(self, logits, targets)
+        self.training_objective.log_statistics(self, batch_size=inputs.shape[0])
         # The epoch value is the batch-weighted mean over all processes, synchronised once at the end of the epoch.
         self.log(
             "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=inputs.shape[0], sync_dist=True
@@ -247,21 +222,17 @@ class LanguageModel(LightningModule):
         return loss
 
     def _token_nll(self, inputs: Tensor, targets: Tensor) -> Tensor:
-        logits = self(inputs)  # (B, T, V)
-        return F.cross_entropy(
-            logits.flatten(0, 1), targets.flatten(), ignore_index=self.hparams.ignore_index, reduction="none"
-        ).view_as(targets)  # (B, T), 0 at padding
+        return hard_target_cross_entropy(
+            self(inputs), targets, self.hparams.ignore_index, reduction="none"
+        )  # (B, T), 0 at padding
 
     def _evaluate(self, batch: Any, metric: SentenceNLL) -> None:
         inputs, targets = batch[0], batch[1]
         metric.update(self._token_nll(inputs, targets), targets != self.hparams.ignore_index)
 
     def _log_metric(self, stage: str, metric: SentenceNLL) -> None:
-        sentence_nll, ppl = metric.compute()  # torchmetrics sums the states of all processes: global values
-        # sync_dist=True tells Lightning they are global; its mean of identical values leaves them unchanged.
-        self.log(f"{stage}/sentence_nll", sentence_nll, prog_bar=True, sync_dist=True)
-        self.log(f"{stage}/ppl", ppl, prog_bar=True, sync_dist=True)
-        metric.reset()
+        values = dict(zip((f"{stage}/sentence_nll", f"{stage}/ppl"), metric.compute(), strict=True))
+        log_evaluation(self, values, prog_bar=values, reset=[metric])
 
     @override
     def validation_step(self, batch: Any, batch_idx: int) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from lightning_skd._constants import IGNORE_INDEX
 from lightning_skd.metrics import CalibrationMetrics, CorpusBLEU
 
 
@@ -39,7 +40,7 @@ class TranslationEvaluation(nn.Module):
         num_classes: int,
         beam_sizes: Sequence[int],
         n_bins: int = 15,
-        ignore_index: int = -100,
+        ignore_index: int = IGNORE_INDEX,
         bleu_tokenize: str = "13a",
     ) -> None:
         super().__init__()

@@ -2,29 +2,27 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 from typing_extensions import override
 
+from lightning_skd._constants import IGNORE_INDEX
 from lightning_skd.callbacks.prediction_writer import PredictionWriter
-from lightning_skd.callbacks.self_kd import SelfKDCallback, self_kd_loss
-from lightning_skd.callbacks.skd_alpha_scheduler import SKDAlphaScheduler
-from lightning_skd.losses.embedding_skd import EmbeddingSKDLoss
+from lightning_skd.functional.soft_targets import hard_target_cross_entropy
+from lightning_skd.models.evaluation_logging import log_evaluation
 from lightning_skd.models.seq2seq.decoding import Hypotheses, beam_search, greedy_decode
 from lightning_skd.models.translation_evaluation import TranslationEvaluation
+from lightning_skd.objectives import _is_real, objective_from_hparams
 
 __all__ = ["Translator"]
 
-IGNORE_INDEX = -100  # target padding of the batches (lightning_skd.data.ParallelTextDataModule)
 #: What ``setup`` reads from ``trainer.datamodule`` when the corresponding argument is ``None``.
 _DATA_ATTRIBUTES = ("src_vocab_size", "tgt_vocab_size", "pad_id", "bos_id", "eos_id")
 
@@ -55,7 +53,8 @@ class Translator(pl.LightningModule):
 
     Label smoothing, Self-KD and SKD each replace the hard target; the papers define no combination of two of them,
     so label smoothing with SKD is refused in ``__init__``, and label smoothing or SKD with a ``SelfKDCallback`` in
-    ``setup``. +Noise combines with any of them.
+    ``setup``. +Noise combines with any of them. (The same rules for every task module:
+    :mod:`lightning_skd.objectives`.)
 
     Evaluation (``val`` / ``test``, all values global under DDP, see
     :class:`~lightning_skd.models.translation_evaluation.TranslationEvaluation`): ``loss`` and the token-level
@@ -158,12 +157,6 @@ class Translator(pl.LightningModule):
                     f"Translator: `{name}` must hold distinct beam widths >= 2 (greedy decoding, width 1, is always "
                     f"scored as `bleu`), got {list(sizes)!r}"
                 )
-        if not _is_real(label_smoothing) or not 0 <= label_smoothing < 1:
-            raise ValueError(f"Translator: `label_smoothing` must be a float in [0, 1), got {label_smoothing!r}")
-        if not _is_real(embedding_noise_std) or embedding_noise_std < 0:
-            raise ValueError(
-                f"Translator: `embedding_noise_std` must be a finite float >= 0, got {embedding_noise_std!r}"
-            )
         for name, value in (("length_penalty", length_penalty), ("max_len_a", max_len_a), ("max_len_b", max_len_b)):
             if not _is_real(value) or (name != "length_penalty" and value < 0):
                 raise ValueError(f"Translator: `{name}` must be a finite float (>= 0 for lengths), got {value!r}")
@@ -171,26 +164,12 @@ class Translator(pl.LightningModule):
             raise ValueError(
                 f"Translator: `lr_scheduler_interval` must be 'step' or 'epoch', got {lr_scheduler_interval!r}"
             )
-        if skd and label_smoothing > 0:
-            raise ValueError(
-                f"Translator: label_smoothing={label_smoothing} and skd=True both replace the hard target and no paper "
-                "defines their combination; use one of them"
-            )
         self.save_hyperparameters(ignore=["model", "optimizer", "lr_scheduler"])
+        self.training_objective = objective_from_hparams(self)  # CE / Self-KD, label smoothing or SKD; +Noise
         self.model_factory = model
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
-        self.skd_loss = (
-            EmbeddingSKDLoss(
-                sigma=sigma,
-                lam=skd_lambda,
-                alpha=0.0,
-                ignore_index=IGNORE_INDEX,
-                sigma_update_every=sigma_update_every,
-            )
-            if skd
-            else None
-        )
+        self.skd_loss = self.training_objective.skd_loss  # a submodule: its buffers go to checkpoints
         self.model: nn.Module | None = None
         self._signature_logged = False
         self._references: dict[str, list[str]] = {}
@@ -237,26 +216,7 @@ class Translator(pl.LightningModule):
                     f"no {' / '.join(missing)} (use ParallelTextDataModule)"
                 )
         if stage == "fit":
-            self._check_objective()
-
-    def _check_objective(self) -> None:
-        callbacks = self.trainer.callbacks
-        self_kd = any(isinstance(cb, SelfKDCallback) for cb in callbacks)
-        if self_kd and self.hparams.label_smoothing > 0:
-            raise ValueError(
-                f"Translator(label_smoothing={self.hparams.label_smoothing}) and SelfKDCallback both soften the "
-                "targets; use one of them (label_smoothing=0.0 for Self-KD)"
-            )
-        if self_kd and self.skd_loss is not None:
-            raise ValueError(
-                "Translator(skd=True) and SelfKDCallback both replace the hard target and no paper defines their "
-                "combination; use one of them"
-            )
-        if self.skd_loss is not None and not any(isinstance(cb, SKDAlphaScheduler) for cb in callbacks):
-            raise ValueError(
-                "Translator: skd=True needs an SKDAlphaScheduler in trainer.callbacks to drive alpha (Algorithm 1), "
-                "got none"
-            )
+            self.training_objective.check_callbacks(self.trainer.callbacks)
 
     # ----------------------------------------------------------------------------------------------------------------
     # training
@@ -266,8 +226,13 @@ class Translator(pl.LightningModule):
         """Teacher-forced logits ``(B, T, V)`` of a ``TranslationInput`` (+Noise in training mode only)."""
         if self.model is None:
             raise RuntimeError("Translator: the network is not built yet; give the vocabulary sizes or run setup()")
-        noise = self.hparams.embedding_noise_std if self.training else 0.0
+        noise = self.training_objective.noise_std(self.training)
         return self.model(inputs.source, inputs.source_lengths, inputs.target_input, embedding_noise_std=noise)
+
+    @property
+    def output_embedding(self) -> Tensor:
+        """The network's output word embedding ``(V, d)`` (the softmax weight SKD measures distances in)."""
+        return self.model.output_embedding
 
     def objective(self, logits: Tensor, target: Tensor) -> Tensor:
         """The configured training loss of ``logits (B, T, V)`` for ``target (B, T)``, mean over non-padding tokens.
@@ -276,16 +241,7 @@ class Translator(pl.LightningModule):
         :func:`~lightning_skd.self_kd_loss` (token-level Self-KD with a ``SelfKDCallback``, plain cross-entropy
         without).
         """
-        if self.skd_loss is not None:
-            return self.skd_loss(logits, target, self.model.output_embedding, step=self.global_step)
-        if self.hparams.label_smoothing > 0:
-            return F.cross_entropy(
-                logits.float().transpose(1, 2),  # (B, V, T): classes in dimension 1
-                target,
-                ignore_index=IGNORE_INDEX,
-                label_smoothing=self.hparams.label_smoothing,
-            )
-        return self_kd_loss(self, logits, target)
+        return self.training_objective.loss(self, logits, target)
 
     @override
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
@@ -294,9 +250,7 @@ class Translator(pl.LightningModule):
         logits = self(batch["input"])  # (B, T, V)
         tokens = int((target != IGNORE_INDEX).sum())
         loss = self.objective(logits, target)
-        if self.skd_loss is not None:
-            self.log("skd/q_n", self.skd_loss.last_q_n, on_step=True, on_epoch=False, batch_size=tokens)
-            self.log("skd/mismatch", self.skd_loss.last_mismatch, on_step=True, on_epoch=False, batch_size=tokens)
+        self.training_objective.log_statistics(self, batch_size=tokens)
         # Epoch value: token-weighted mean over all processes, synchronised once at the end of the epoch.
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=tokens, sync_dist=True)
         return loss
@@ -327,9 +281,7 @@ class Translator(pl.LightningModule):
     def _evaluation_step(self, batch: dict[str, Any], metrics: TranslationEvaluation, split: str) -> None:
         inputs, target, index = batch["input"], batch["target"], batch["index"]
         logits = self(inputs)  # (B, T, V)
-        token_nll = F.cross_entropy(
-            logits.float().transpose(1, 2), target, ignore_index=IGNORE_INDEX, reduction="none"
-        )  # (B, T), 0 at padding
+        token_nll = hard_target_cross_entropy(logits, target, reduction="none")  # (B, T), 0 at padding
         metrics.update_tokens(logits, target, token_nll[target != IGNORE_INDEX])
         references = self._split_references(split)
         batch_references = [references[i] for i in index.tolist()]
@@ -344,15 +296,11 @@ class Translator(pl.LightningModule):
         return self._references[split]
 
     def _log_metrics(self, metrics: TranslationEvaluation) -> None:
-        # compute() gathers every process's states: the same global values on every rank. sync_dist=True tells
-        # Lightning so; its mean of identical values leaves them unchanged.
-        values = metrics.compute()
-        for name, value in values.items():
-            self.log(name, value.float(), prog_bar=name.endswith(("/bleu", "/loss")), sync_dist=True)
         if not self._signature_logged and not self.trainer.sanity_checking:
             rank_zero_info(f"Translator: sacreBLEU signature {metrics.signature}")
             self._signature_logged = True
-        metrics.reset()
+        stage = metrics.stage
+        log_evaluation(self, metrics.compute(), prog_bar={f"{stage}/bleu", f"{stage}/loss"}, reset=[metrics])
 
     @override
     def on_validation_epoch_start(self) -> None:
@@ -431,10 +379,6 @@ class Translator(pl.LightningModule):
             "monitor": self.hparams.lr_scheduler_monitor,
         }
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
-
-
-def _is_real(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _check_int(name: str, value: Any, low: int, allow_none: bool) -> None:
