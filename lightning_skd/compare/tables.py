@@ -1,0 +1,151 @@
+"""Summaries over seeds, paired differences to the baseline, and the tables (Markdown, CSV, console)."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import os
+import platform
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.table import Table
+from scipy import stats as scipy_stats
+
+from lightning_skd.compare.sweep import METRICS
+
+
+@dataclass
+class Summary:
+    """Mean ± std of one metric of one method, and its paired difference to the baseline (``None`` for it)."""
+
+    mean: float
+    std: float  # sample standard deviation over seeds (nan for one seed)
+    diff: float | None = None  # mean over seeds of (method - baseline)
+    diff_low: float | None = None  # 95 % Student-t interval of that mean
+    diff_high: float | None = None
+
+
+def paired_difference(
+    values: Sequence[float], baseline: Sequence[float], level: float = 0.95
+) -> tuple[float, float, float]:
+    """Mean of ``values - baseline`` (paired by seed) and its two-sided Student-t confidence interval.
+
+    Example:
+        >>> mean, low, high = paired_difference([1.0, 2.0, 3.0], [0.0, 1.0, 1.0])
+        >>> round(mean, 4), round(low, 4), round(high, 4)
+        (1.3333, -0.1009, 2.7676)
+
+    """
+    if len(values) != len(baseline):
+        raise ValueError(f"paired_difference: {len(values)} values but {len(baseline)} baseline values.")
+    diffs = np.asarray(values, dtype=float) - np.asarray(baseline, dtype=float)
+    mean = float(diffs.mean())
+    if len(diffs) < 2:
+        return mean, math.nan, math.nan
+    half = float(scipy_stats.t.ppf(0.5 + level / 2, len(diffs) - 1) * diffs.std(ddof=1) / math.sqrt(len(diffs)))
+    return mean, mean - half, mean + half
+
+
+def summarize(runs: dict[str, list[dict[str, Any]]], baseline: str) -> dict[str, dict[str, Summary]]:
+    """Per method and metric: mean, std and (except for the baseline) the paired difference to the baseline."""
+    table: dict[str, dict[str, Summary]] = {}
+    base = {key: [r["metrics"][key] for r in runs[baseline]] for key, _, _ in METRICS}
+    for method, records in runs.items():
+        table[method] = {}
+        for key, _, _ in METRICS:
+            values = [r["metrics"][key] for r in records]
+            std = statistics.stdev(values) if len(values) > 1 else math.nan
+            summary = Summary(statistics.fmean(values), std)
+            if method != baseline:
+                summary.diff, summary.diff_low, summary.diff_high = paired_difference(values, base[key])
+            table[method][key] = summary
+    return table
+
+
+def machine_description() -> str:
+    """Host, CPU model and count, torch threads: which machine made a table."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{cpu}, {os.cpu_count()} CPUs visible, torch {torch.__version__}, torch threads: {torch.get_num_threads()}"
+
+
+def _fmt(value: float, scale: float) -> str:
+    return "–" if math.isnan(value) else f"{value * scale:.2f}"
+
+
+def _diff_text(summary: Summary, scale: float) -> str:
+    if summary.diff is None:
+        return "(baseline)"
+    if summary.diff_low is None or math.isnan(summary.diff_low):
+        return f"{summary.diff * scale:+.2f}"
+    excludes_zero = summary.diff_low > 0 or summary.diff_high < 0
+    text = f"{summary.diff * scale:+.2f} [{summary.diff_low * scale:+.2f}, {summary.diff_high * scale:+.2f}]"
+    return text + (" *" if excludes_zero else "")
+
+
+def markdown_table(table: dict[str, dict[str, Summary]], baseline: str, seeds: Sequence[int], machine: str) -> str:
+    """Two Markdown tables: mean ± std per method, then paired differences to the baseline with 95 % intervals."""
+    titles = [title for _, title, _ in METRICS]
+    lines = [
+        f"Test split, mean ± std over seeds {list(seeds)}; lower is better. Machine: {machine}.",
+        "",
+        "| method | " + " | ".join(titles) + " |",
+        "| --- |" + " --- |" * len(titles),
+    ]
+    for method, row in table.items():
+        cells = [f"{_fmt(row[key].mean, scale)} ± {_fmt(row[key].std, scale)}" for key, _, scale in METRICS]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Paired difference to {baseline} (mean over seeds of method − baseline, same seed), 95 % Student-t interval;"
+        " * marks an interval that excludes 0.",
+        "",
+        "| method | " + " | ".join(f"Δ {t}" for t in titles) + " |",
+        "| --- |" + " --- |" * len(titles),
+    ]
+    for method, row in table.items():
+        if method != baseline:
+            lines.append(f"| {method} | " + " | ".join(_diff_text(row[key], scale) for key, _, scale in METRICS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(path: Path, table: dict[str, dict[str, Summary]], runs: dict[str, list[dict[str, Any]]]) -> None:
+    """``results.csv`` (one row per method and metric, unscaled fractions) and ``runs.csv`` next to it."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["method", "metric", "n_seeds", "mean", "std", "diff_to_baseline", "diff_ci95_low",
+                         "diff_ci95_high"])  # fmt: skip
+        for method, row in table.items():
+            for key, _, _ in METRICS:
+                s = row[key]
+                writer.writerow([method, key, len(runs[method]), s.mean, s.std, s.diff, s.diff_low, s.diff_high])
+    with open(path.with_name("runs.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["method", "seed", *[key for key, _, _ in METRICS], "wall_s", "cpu_s"])
+        for method, records in runs.items():
+            for r in records:
+                writer.writerow([method, r["seed"], *[r["metrics"][k] for k, _, _ in METRICS], r["wall_s"], r["cpu_s"]])
+
+
+def rich_table(table: dict[str, dict[str, Summary]], baseline: str, seeds: Sequence[int]) -> Table:
+    """The console version of the two Markdown tables, in one."""
+    out = Table(title=f"Test split, mean ± std over {len(seeds)} seed(s); Δ: paired difference to {baseline}, 95 % CI")
+    out.add_column("Method")
+    for _, title, _ in METRICS:
+        out.add_column(title, justify="right")
+    for method, row in table.items():
+        out.add_row(method, *[f"{_fmt(row[k].mean, s)} ± {_fmt(row[k].std, s)}" for k, _, s in METRICS])
+        if method != baseline:
+            out.add_row("  Δ", *[_diff_text(row[k], s) for k, _, s in METRICS], style="dim")
+    return out
