@@ -11,7 +11,7 @@ import yaml
 from scipy import stats
 
 from lightning_skd.cli import main as cli_main
-from lightning_skd.compare import METRICS, Sweep, paired_difference
+from lightning_skd.compare import CLASSIFICATION_METRICS, Metric, Sweep, paired_difference
 
 REPO = Path(__file__).parents[1]
 FAST = [
@@ -58,7 +58,7 @@ def test_compare_writes_table_with_paired_differences_and_resumes_only_missing_r
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(r["method"], r["metric"]) for r in rows] == [
-        (method, key) for method in ("Baseline", "+ Label smoothing") for key, _, _ in METRICS
+        (method, metric.key) for method in ("Baseline", "+ Label smoothing") for metric in CLASSIFICATION_METRICS
     ]
     for row in rows:
         values = [float(runs[(row["method"], seed)][row["metric"]]) for seed in (0, 1)]
@@ -74,7 +74,7 @@ def test_compare_writes_table_with_paired_differences_and_resumes_only_missing_r
         assert float(row["diff_ci95_low"]) == pytest.approx(diffs.mean() - half)
         assert float(row["diff_ci95_high"]) == pytest.approx(diffs.mean() + half)
     markdown = (out / "results.md").read_text()
-    header = "| method | " + " | ".join(title for _, title, _ in METRICS) + " |"
+    header = "| method | " + " | ".join(m.label for m in CLASSIFICATION_METRICS) + " |"
     assert header in markdown
     assert markdown.count("| Baseline |") == 1 and markdown.count("| + Label smoothing |") == 2  # mean row + Δ row
     assert (out / "figures.png").stat().st_size > 10_000
@@ -108,6 +108,16 @@ def test_paired_difference_matches_t_interval():
         ({"methods": [{"name": "a", "config": "configs/digits/baseline.yaml"}], "baseline": "b"}, "`baseline`"),
         ({"methods": [{"name": "a", "config": "configs/digits/baseline.yaml"}], "seeds": []}, "`seeds`"),
         ({"methods": [{"name": "a", "config": "missing.yaml"}]}, "does not exist"),
+        ({"methods": [{"name": "a", "config": "configs/digits/baseline.yaml"}], "metrics": []}, "`metrics`"),
+        ({"methods": [{"name": "a", "config": "configs/digits/baseline.yaml"}], "metrics": [{"label": "x"}]}, "`key`"),
+        (
+            {
+                "methods": [{"name": "a", "config": "configs/digits/baseline.yaml"}],
+                "metrics": [{"key": "test/bleu", "lower_is_better": "no"}],
+            },
+            "`lower_is_better` of metric 'test/bleu'",
+        ),
+        ({"methods": [{"name": "a", "config": "configs/digits/baseline.yaml"}], "test_ckpt_path": "x"}, "test_ckpt"),
     ],
 )
 def test_sweep_file_errors_name_the_field(spec, match, tmp_path):
@@ -117,3 +127,15 @@ def test_sweep_file_errors_name_the_field(spec, match, tmp_path):
     path.write_text(yaml.safe_dump(spec))
     with pytest.raises((ValueError, FileNotFoundError), match=match):
         Sweep.from_file(path)
+
+
+def test_sweep_file_metrics_default_to_classification_and_take_defaults_per_field(tmp_path):
+    methods = [{"name": "a", "config": str(REPO / "configs/digits/baseline.yaml")}]
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({"methods": methods}))
+    assert Sweep.from_file(path).metrics == list(CLASSIFICATION_METRICS)
+    metrics = [{"key": "test/bleu", "label": "BLEU", "lower_is_better": False}, {"key": "test/ece", "scale": 100}]
+    path.write_text(yaml.safe_dump({"methods": methods, "metrics": metrics, "test_ckpt_path": "best"}))
+    sweep = Sweep.from_file(path)
+    assert sweep.metrics == [Metric("test/bleu", "BLEU", 1.0, False), Metric("test/ece", "test/ece", 100.0, True)]
+    assert sweep.test_ckpt_path == "best"

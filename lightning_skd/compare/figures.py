@@ -10,8 +10,15 @@ import torch
 from lightning_skd.compare.sweep import Sweep
 
 
-def write_figures(path: Path, sweep: Sweep) -> None:
-    """Reliability diagram (top) and risk-coverage curve (bottom) of each method's first seed, side by side."""
+def write_figures(path: Path, sweep: Sweep) -> bool:
+    """Reliability diagram (top) and risk-coverage curve (bottom) of each method's first seed, side by side.
+
+    Drawn from the runs' ``test_predictions.pt`` (class probabilities, saved only by models that predict them).
+
+    Returns:
+        Whether ``path`` was written (not when no run saved class probabilities, e.g. a translation sweep).
+
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -25,8 +32,8 @@ def write_figures(path: Path, sweep: Sweep) -> None:
     seed = sweep.seeds[0]
     panels = []
     for method in sweep.methods:
-        predictions = sweep.output_dir / "runs" / method.slug / f"seed{seed}" / "test_predictions.pt"
-        if not predictions.is_file():  # that run finished in an earlier sweep where it was not the first seed
+        predictions = sweep.run_dir(method, seed) / "test_predictions.pt"
+        if not predictions.is_file():  # no class probabilities, or a run of an earlier sweep where it was not seed 1
             continue
         saved = torch.load(predictions)
         title = f"{method.name} (seed {seed})"
@@ -37,7 +44,7 @@ def write_figures(path: Path, sweep: Sweep) -> None:
             )
         )
     if not panels:
-        return
+        return False
     grid = Figure(figsize=(5 * len(panels), 10), layout="constrained")
     axes = grid.subplots(2, len(panels), squeeze=False, height_ratios=(6, 4))
     for column, images in enumerate(panels):
@@ -45,3 +52,4 @@ def write_figures(path: Path, sweep: Sweep) -> None:
             axes[row][column].imshow(image)
             axes[row][column].set_axis_off()
     grid.savefig(path, dpi=100)
+    return True

@@ -18,7 +18,7 @@ import torch
 from rich.table import Table
 from scipy import stats as scipy_stats
 
-from lightning_skd.compare.sweep import METRICS
+from lightning_skd.compare.sweep import CLASSIFICATION_METRICS, Metric
 
 
 @dataclass
@@ -53,19 +53,31 @@ def paired_difference(
     return mean, mean - half, mean + half
 
 
-def summarize(runs: dict[str, list[dict[str, Any]]], baseline: str) -> dict[str, dict[str, Summary]]:
-    """Per method and metric: mean, std and (except for the baseline) the paired difference to the baseline."""
+def summarize(
+    runs: dict[str, list[dict[str, Any]]], baseline: str, metrics: Sequence[Metric] = CLASSIFICATION_METRICS
+) -> dict[str, dict[str, Summary]]:
+    """Per method and metric: mean, std and (except for the baseline) the paired difference to the baseline.
+
+    Args:
+        runs: ``{method: [record of each seed, in the same seed order for every method]}``.
+        baseline: The method the others are compared with.
+        metrics: The metrics to summarise (keys of each record's ``metrics``).
+
+    Returns:
+        ``{method: {metric key: Summary}}``, methods in the order of ``runs``.
+
+    """
     table: dict[str, dict[str, Summary]] = {}
-    base = {key: [r["metrics"][key] for r in runs[baseline]] for key, _, _ in METRICS}
+    base = {m.key: [r["metrics"][m.key] for r in runs[baseline]] for m in metrics}
     for method, records in runs.items():
         table[method] = {}
-        for key, _, _ in METRICS:
-            values = [r["metrics"][key] for r in records]
+        for metric in metrics:
+            values = [r["metrics"][metric.key] for r in records]
             std = statistics.stdev(values) if len(values) > 1 else math.nan
             summary = Summary(statistics.fmean(values), std)
             if method != baseline:
-                summary.diff, summary.diff_low, summary.diff_high = paired_difference(values, base[key])
-            table[method][key] = summary
+                summary.diff, summary.diff_low, summary.diff_high = paired_difference(values, base[metric.key])
+            table[method][metric.key] = summary
     return table
 
 
@@ -84,6 +96,10 @@ def _fmt(value: float, scale: float) -> str:
     return "–" if math.isnan(value) else f"{value * scale:.2f}"
 
 
+def _mean_std_text(summary: Summary, scale: float) -> str:
+    return f"{_fmt(summary.mean, scale)} ± {_fmt(summary.std, scale)}"
+
+
 def _diff_text(summary: Summary, scale: float) -> str:
     if summary.diff is None:
         return "(baseline)"
@@ -94,18 +110,39 @@ def _diff_text(summary: Summary, scale: float) -> str:
     return text + (" *" if excludes_zero else "")
 
 
-def markdown_table(table: dict[str, dict[str, Summary]], baseline: str, seeds: Sequence[int], machine: str) -> str:
+def direction_note(metrics: Sequence[Metric]) -> str:
+    """Which way is better, in words.
+
+    Example:
+        >>> direction_note([Metric("test/bleu", "BLEU", lower_is_better=False), Metric("test/nll", "NLL")])
+        'higher is better for BLEU, lower for the others'
+
+    """
+    higher = [m.label for m in metrics if not m.lower_is_better]
+    if not higher:
+        return "lower is better"
+    if len(higher) == len(metrics):
+        return "higher is better"
+    return f"higher is better for {', '.join(higher)}, lower for the others"
+
+
+def markdown_table(
+    table: dict[str, dict[str, Summary]],
+    baseline: str,
+    seeds: Sequence[int],
+    machine: str,
+    metrics: Sequence[Metric] = CLASSIFICATION_METRICS,
+) -> str:
     """Two Markdown tables: mean ± std per method, then paired differences to the baseline with 95 % intervals."""
-    titles = [title for _, title, _ in METRICS]
+    titles = [m.label for m in metrics]
     lines = [
-        f"Test split, mean ± std over seeds {list(seeds)}; lower is better. Machine: {machine}.",
+        f"Test split, mean ± std over seeds {list(seeds)}; {direction_note(metrics)}. Machine: {machine}.",
         "",
         "| method | " + " | ".join(titles) + " |",
         "| --- |" + " --- |" * len(titles),
     ]
     for method, row in table.items():
-        cells = [f"{_fmt(row[key].mean, scale)} ± {_fmt(row[key].std, scale)}" for key, _, scale in METRICS]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append(f"| {method} | " + " | ".join(_mean_std_text(row[m.key], m.scale) for m in metrics) + " |")
     lines += [
         "",
         f"Paired difference to {baseline} (mean over seeds of method − baseline, same seed), 95 % Student-t interval;"
@@ -116,36 +153,47 @@ def markdown_table(table: dict[str, dict[str, Summary]], baseline: str, seeds: S
     ]
     for method, row in table.items():
         if method != baseline:
-            lines.append(f"| {method} | " + " | ".join(_diff_text(row[key], scale) for key, _, scale in METRICS) + " |")
+            lines.append(f"| {method} | " + " | ".join(_diff_text(row[m.key], m.scale) for m in metrics) + " |")
     return "\n".join(lines) + "\n"
 
 
-def write_csv(path: Path, table: dict[str, dict[str, Summary]], runs: dict[str, list[dict[str, Any]]]) -> None:
-    """``results.csv`` (one row per method and metric, unscaled fractions) and ``runs.csv`` next to it."""
+def write_csv(
+    path: Path,
+    table: dict[str, dict[str, Summary]],
+    runs: dict[str, list[dict[str, Any]]],
+    metrics: Sequence[Metric] = CLASSIFICATION_METRICS,
+) -> None:
+    """``results.csv`` (one row per method and metric, unscaled values) and ``runs.csv`` next to it."""
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["method", "metric", "n_seeds", "mean", "std", "diff_to_baseline", "diff_ci95_low",
                          "diff_ci95_high"])  # fmt: skip
         for method, row in table.items():
-            for key, _, _ in METRICS:
-                s = row[key]
-                writer.writerow([method, key, len(runs[method]), s.mean, s.std, s.diff, s.diff_low, s.diff_high])
+            for metric in metrics:
+                s = row[metric.key]
+                writer.writerow([method, metric.key, len(runs[method]), s.mean, s.std, s.diff, s.diff_low, s.diff_high])
+    keys = [m.key for m in metrics]
     with open(path.with_name("runs.csv"), "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["method", "seed", *[key for key, _, _ in METRICS], "wall_s", "cpu_s"])
+        writer.writerow(["method", "seed", *keys, "wall_s", "cpu_s"])
         for method, records in runs.items():
             for r in records:
-                writer.writerow([method, r["seed"], *[r["metrics"][k] for k, _, _ in METRICS], r["wall_s"], r["cpu_s"]])
+                writer.writerow([method, r["seed"], *[r["metrics"][k] for k in keys], r["wall_s"], r["cpu_s"]])
 
 
-def rich_table(table: dict[str, dict[str, Summary]], baseline: str, seeds: Sequence[int]) -> Table:
+def rich_table(
+    table: dict[str, dict[str, Summary]],
+    baseline: str,
+    seeds: Sequence[int],
+    metrics: Sequence[Metric] = CLASSIFICATION_METRICS,
+) -> Table:
     """The console version of the two Markdown tables, in one."""
     out = Table(title=f"Test split, mean ± std over {len(seeds)} seed(s); Δ: paired difference to {baseline}, 95 % CI")
     out.add_column("Method")
-    for _, title, _ in METRICS:
-        out.add_column(title, justify="right")
+    for metric in metrics:
+        out.add_column(metric.label, justify="right")
     for method, row in table.items():
-        out.add_row(method, *[f"{_fmt(row[k].mean, s)} ± {_fmt(row[k].std, s)}" for k, _, s in METRICS])
+        out.add_row(method, *[_mean_std_text(row[m.key], m.scale) for m in metrics])
         if method != baseline:
-            out.add_row("  Δ", *[_diff_text(row[k], s) for k, _, s in METRICS], style="dim")
+            out.add_row("  Δ", *[_diff_text(row[m.key], m.scale) for m in metrics], style="dim")
     return out
