@@ -12,8 +12,10 @@ from scipy import stats
 
 from lightning_skd.cli import main as cli_main
 from lightning_skd.compare import CLASSIFICATION_METRICS, Metric, Sweep, paired_difference
+from lightning_skd.data import write_synthetic_parallel_corpus
 
 REPO = Path(__file__).parents[1]
+TOY_TRANSLATION_SWEEP = REPO / "configs" / "message_catalogs" / "compare_toy.yaml"
 FAST = [
     "--trainer.max_epochs=1",
     "--trainer.limit_train_batches=3",
@@ -139,3 +141,32 @@ def test_sweep_file_metrics_default_to_classification_and_take_defaults_per_fiel
     sweep = Sweep.from_file(path)
     assert sweep.metrics == [Metric("test/bleu", "BLEU", 1.0, False), Metric("test/ece", "test/ece", 100.0, True)]
     assert sweep.test_ckpt_path == "best"
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_toy_translation_sweep_tabulates_bleu_and_token_metrics_and_resumes(tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    write_synthetic_parallel_corpus(corpus, num_train=64, num_valid=8, num_test=8, source_lang="en", target_lang="de")
+    out = tmp_path / "out"
+    argv = ["compare", str(TOY_TRANSLATION_SWEEP), "--output-dir", str(out), f"--data.init_args.data_dir={corpus}"]
+    cli_main(argv)
+    assert "2 runs (2 methods × 1 seeds), 0 already finished" in capsys.readouterr().out
+
+    keys = ["test/bleu", "test/bleu_beam5", "test/nll", "test/ece", "test/top1_err", "test/aurc"]
+    with open(out / "runs.csv") as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == ["method", "seed", *keys, "wall_s", "cpu_s"]
+        assert [(row["method"], row["seed"]) for row in reader] == [("Baseline", "0"), ("+ Self-KD (token cache)", "0")]
+    markdown = (out / "results.md").read_text()
+    labels = ["BLEU greedy", "BLEU beam 5", "token NLL", "token ECE (%)", "token top-1 err (%)", "AURC (×10³)"]
+    assert "| method | " + " | ".join(labels) + " |" in markdown
+    assert "higher is better for BLEU greedy, BLEU beam 5, lower for the others" in markdown
+    assert not (out / "figures.png").exists()  # a translator predicts hypotheses, not class probabilities
+    results = sorted(out.glob("runs/*/seed0/result.json"))
+    assert len(results) == 2
+    assert all(json.loads(path.read_text())["test_ckpt_path"] == "best" for path in results)
+
+    finished = {path: path.stat().st_mtime_ns for path in results}
+    cli_main(argv)
+    assert "2 runs (2 methods × 1 seeds), 2 already finished" in capsys.readouterr().out
+    assert {path: path.stat().st_mtime_ns for path in results} == finished
