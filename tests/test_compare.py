@@ -170,3 +170,46 @@ def test_toy_translation_sweep_tabulates_bleu_and_token_metrics_and_resumes(tmp_
     cli_main(argv)
     assert "2 runs (2 methods × 1 seeds), 2 already finished" in capsys.readouterr().out
     assert {path: path.stat().st_mtime_ns for path in results} == finished
+
+
+def result_metrics(out: Path) -> dict[str, dict[str, float]]:
+    return {
+        str(path.relative_to(out)): json.loads(path.read_text())["metrics"] for path in out.glob("runs/*/*/result.json")
+    }
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_jobs_reproduce_in_process_runs_resume_and_report_failed_runs(tmp_path, capsys):
+    sweep_file = write_sweep(tmp_path)  # digits configs: deterministic: true
+    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
+    common = ["compare", str(sweep_file), "--seeds", "0", "--threads", "1"]
+    cli_main([*common, "--output-dir", str(serial)])
+    cli_main([*common, "--output-dir", str(parallel), "--jobs", "2"])
+    printed = capsys.readouterr().out
+    assert printed.count("2 runs (2 methods × 1 seeds), 0 already finished") == 2
+    assert "1 per run, 2 runs at a time" in (parallel / "results.md").read_text()
+    assert len(result_metrics(parallel)) == 2
+    assert result_metrics(parallel) == result_metrics(serial)  # same seeds: the same numbers, exactly
+
+    # resume with a third method whose config is broken: the finished run is kept, the deleted one is redone, the
+    # broken one is reported with its log once the others have ended, and the command exits non-zero
+    kept = parallel / "runs" / "baseline" / "seed0" / "result.json"
+    redone = parallel / "runs" / "label_smoothing" / "seed0" / "result.json"
+    kept_mtime = kept.stat().st_mtime_ns
+    redone.unlink()
+    config = yaml.safe_load((REPO / "configs/digits/baseline.yaml").read_text())
+    config["trainer"]["max_epochs"] = "many"
+    (tmp_path / "broken.yaml").write_text(yaml.safe_dump(config))
+    sweep = yaml.safe_load(sweep_file.read_text())
+    sweep["methods"].append({"name": "Broken", "config": str(tmp_path / "broken.yaml")})
+    sweep_file.write_text(yaml.safe_dump(sweep))
+    with pytest.raises(SystemExit) as exited:
+        cli_main([*common, "--output-dir", str(parallel), "--jobs", "2"])
+    assert exited.value.code == 1
+    printed = capsys.readouterr().out
+    assert "3 runs (3 methods × 1 seeds), 1 already finished" in printed
+    log = parallel / "runs" / "broken" / "seed0" / "run.log"
+    assert f"Broken, seed 0: exit code 2; log: {log}" in printed.replace("\n", "")
+    assert "max_epochs" in log.read_text()
+    assert kept.stat().st_mtime_ns == kept_mtime
+    assert result_metrics(parallel) == result_metrics(serial)

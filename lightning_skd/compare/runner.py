@@ -257,20 +257,6 @@ def pending_runs(sweep: Sweep) -> tuple[dict[tuple[str, int], dict[str, Any]], l
     return records, todo
 
 
-def run_sweep(sweep: Sweep, console: Console | None = None) -> dict[str, list[dict[str, Any]]]:
-    """Run every (method, seed) not finished yet; return ``{method name: [record of each seed, in seed order]}``."""
-    console = console or Console(width=max(Console().width, 150))
-    records, todo = pending_runs(sweep)
-    total = len(sweep.methods) * len(sweep.seeds)
-    console.print(
-        f"compare: {total} runs ({len(sweep.methods)} methods × {len(sweep.seeds)} seeds), "
-        f"{total - len(todo)} already finished in {sweep.output_dir}"
-    )
-    if todo:
-        records.update(_run_in_process(todo, console))
-    return {m.name: [records[(m.name, s)] for s in sweep.seeds] for m in sweep.methods}
-
-
 def progress_display(console: Console) -> Progress:
     """The sweep's progress display: description, bar, done / total, elapsed time."""
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
@@ -287,7 +273,10 @@ def epoch_reporter(progress: Progress, task: Any, label: str) -> EpochReport:
     return report
 
 
-def _run_in_process(todo: list[RunSpec], console: Console) -> dict[tuple[str, int], dict[str, Any]]:
+def run_in_process(todo: list[RunSpec], threads: int | None, console: Console) -> dict[tuple[str, int], dict[str, Any]]:
+    """Run ``todo`` one after the other in this process (with ``threads`` torch threads if given); records by run."""
+    if threads is not None:
+        torch.set_num_threads(threads)
     records = {}
     with progress_display(console) as progress:
         overall = progress.add_task("runs", total=len(todo))

@@ -57,7 +57,7 @@ class Method:
 
 @dataclass
 class Sweep:
-    """A parsed sweep file (see :mod:`lightning_skd.compare`).
+    """A parsed sweep file (see :mod:`lightning_skd.compare`) and the command line's execution options.
 
     Attributes:
         methods: The table's rows, in order.
@@ -67,6 +67,10 @@ class Sweep:
         args: Extra ``lightning-skd`` arguments of every run.
         metrics: The table's columns.
         test_ckpt_path: Checkpoint ``trainer.test`` loads after ``fit`` (``None``, ``"best"`` or ``"last"``).
+        jobs: Runs at a time (command line only): 1 runs them one after the other in this process, more in worker
+            processes.
+        threads: Torch CPU threads of each run (command line only; ``None``: torch's default in this process, the
+            visible CPUs divided by ``jobs`` in workers).
 
     """
 
@@ -77,6 +81,8 @@ class Sweep:
     args: list[str] = field(default_factory=list)
     metrics: list[Metric] = field(default_factory=lambda: list(CLASSIFICATION_METRICS))
     test_ckpt_path: str | None = None
+    jobs: int = 1
+    threads: int | None = None
 
     @classmethod
     def from_file(cls, path: Path) -> Sweep:

@@ -81,15 +81,23 @@ def summarize(
     return table
 
 
-def machine_description() -> str:
-    """Host, CPU model and count, torch threads: which machine made a table."""
+def machine_description(threads: int | None = None, jobs: int = 1) -> str:
+    """CPU model and count, torch version and threads (of each run, and runs at a time): which machine made a table.
+
+    Args:
+        threads: Torch threads of each run (``None``: this process's).
+        jobs: Runs at a time.
+
+    """
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    return f"{cpu}, {os.cpu_count()} CPUs visible, torch {torch.__version__}, torch threads: {torch.get_num_threads()}"
+    threads = torch.get_num_threads() if threads is None else threads
+    text = f"{cpu}, {os.cpu_count()} CPUs visible, torch {torch.__version__}, torch threads: {threads}"
+    return text if jobs == 1 else f"{text} per run, {jobs} runs at a time"
 
 
 def _fmt(value: float, scale: float) -> str:
