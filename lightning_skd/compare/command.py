@@ -16,6 +16,11 @@ from lightning_skd.compare.runner import pending_runs, run_in_process
 from lightning_skd.compare.sweep import Sweep
 from lightning_skd.compare.tables import Summary, machine_description, markdown_table, rich_table, summarize, write_csv
 
+_DESCRIPTION = (
+    "Run configs × seeds of a sweep file (resuming an unfinished sweep) and tabulate the methods against a baseline; "
+    "arguments not listed here go to every run."
+)
+
 
 def _console() -> Console:
     return Console(width=max(Console().width, 150))
@@ -75,7 +80,7 @@ def compare(sweep: Sweep, console: Console | None = None) -> dict[str, dict[str,
 
 def parse_args(argv: Sequence[str]) -> Sweep:
     """The sweep file with the command-line overrides applied; unknown arguments go to every run."""
-    parser = argparse.ArgumentParser(prog="lightning-skd compare", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="lightning-skd compare", description=_DESCRIPTION)
     parser.add_argument("sweep", type=Path, help="sweep file (YAML): methods, seeds, baseline, metrics, output_dir")
     parser.add_argument("--seeds", type=int, nargs="+", help="override the sweep's seeds")
     parser.add_argument("--output-dir", type=Path, help="override the sweep's output_dir")
