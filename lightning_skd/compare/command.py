@@ -125,5 +125,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Summary]]:
             f"compare: {failed}\nNo tables written: fix the failed runs and rerun (finished runs are kept).",
             markup=False,
             highlight=False,
+            soft_wrap=True,  # log paths in one piece
         )
         raise SystemExit(1) from None

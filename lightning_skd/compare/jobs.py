@@ -116,7 +116,8 @@ def run_in_processes(
                 outcome = future.result()
                 if isinstance(outcome, RunFailure):
                     failures.append(outcome)
-                    progress.console.print(f"compare: run failed: {outcome.describe()}", markup=False, highlight=False)
+                    message = f"compare: run failed: {outcome.describe()}"
+                    progress.console.print(message, markup=False, highlight=False, soft_wrap=True)
                 else:
                     records[(outcome["method"], outcome["seed"])] = outcome
                 progress.advance(overall)
