@@ -19,11 +19,17 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
+from lightning_skd._constants import IGNORE_INDEX
 from lightning_skd.callbacks._checkpoint_format import migrate_self_kd_state
 from lightning_skd.callbacks._statistics import EpochStatistics
 from lightning_skd.callbacks.alpha_schedules import NAMED_SCHEDULES, AlphaSchedule
 from lightning_skd.callbacks.teachers import BatchRows, CachedTeacher, SnapshotTeacher, Teacher
-from lightning_skd.functional.soft_targets import self_kd_cross_entropy, self_kd_targets, soft_target_cross_entropy
+from lightning_skd.functional.soft_targets import (
+    hard_target_cross_entropy,
+    self_kd_cross_entropy,
+    self_kd_targets,
+    soft_target_cross_entropy,
+)
 from lightning_skd.regularizers.mixing import MixInfo
 
 
@@ -133,7 +139,7 @@ class SelfKDCallback(Callback):
         cache_dir: str | None = None,
         cache_keep_generations: int = 2,
         refresh_every_n_steps: int | None = None,
-        ignore_index: int = -100,
+        ignore_index: int = IGNORE_INDEX,
         teacher: Teacher | None = None,
     ) -> None:
         if mode not in ("cache", "snapshot"):
@@ -531,6 +537,4 @@ def self_kd_loss(module: pl.LightningModule, logits: Tensor, target: Tensor, mix
         return callbacks[0].loss(logits, target, mix=mix)
     if mix is not None:
         return soft_target_cross_entropy(logits, mix.mix(F.one_hot(target, logits.shape[-1]).float()))
-    if logits.ndim == 3:  # (B, T, V) tokens: cross_entropy wants the classes in dimension 1
-        return F.cross_entropy(logits.float().transpose(1, 2), target, ignore_index=-100)
-    return F.cross_entropy(logits.float(), target)
+    return hard_target_cross_entropy(logits, target)

@@ -43,7 +43,9 @@ def test_fsdp_cache_mode_teaches_every_sample_on_every_rank(fsdp_runs):
         for e in epochs[1:]:
             assert e["skd/teacher_coverage"] >= 1 - 1 / (NUM_TRAIN + 1), (rank, e)
             assert 0.0 < e["skd/teacher_acc"] <= 1.0
-        assert [e["skd/alpha_scheduled"] for e in epochs] == pytest.approx([0.8 * t / EPOCHS for t in range(1, EPOCHS + 1)])
+        assert [e["skd/alpha_scheduled"] for e in epochs] == pytest.approx(
+            [0.8 * t / EPOCHS for t in range(1, EPOCHS + 1)]
+        )
         for e in epochs:
             assert math.isfinite(e["train/loss"]), (rank, e)
             # this rank's table holds every training sample's prediction of this epoch, whichever rank made it
