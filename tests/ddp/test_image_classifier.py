@@ -42,7 +42,9 @@ def test_image_classifier_ddp_teacher_covers_every_sample_from_epoch_two(selfkd_
     assert all(c >= 1 - 1 / 1080 for c in coverage[1:]), coverage
     assert values["skd/alpha_scheduled"] == pytest.approx([0.8 * t / EPOCHS for t in range(1, EPOCHS + 1)])
     # the alpha applied: the scheduled one on the rows that had a teacher
-    assert values["skd/alpha"] == pytest.approx([0.8 * t / EPOCHS * c for t, c in zip(range(1, EPOCHS + 1), coverage)])
+    assert values["skd/alpha"] == pytest.approx(
+        [0.8 * t / EPOCHS * c for t, c in zip(range(1, EPOCHS + 1), coverage, strict=True)]
+    )
     # the teacher of epoch t is what the model predicted in epoch t-1, on whichever rank: its accuracy is that epoch's
     # training accuracy (up to the repeated sample, counted twice in the training error)
     previous_accuracy = [1 - err for err in values["train/top1_err"][:-1]]
