@@ -28,7 +28,10 @@ class SKDAlphaScheduler(Callback):
     step ``K + 1`` uses ``eta`` and ``alpha`` reaches ``max_alpha`` at step ``K + ceil(max_alpha / eta)``.
     ``alpha`` is set in ``on_train_batch_start`` from ``trainer.global_step``, which counts optimizer steps, so all
     micro-batches of one gradient-accumulation step share one ``alpha`` and a resumed run continues the schedule
-    exactly. ``skd/alpha`` is logged in ``on_train_batch_end``.
+    exactly. ``skd/alpha`` is logged in ``on_train_batch_end``; ``skd/q_n_clipped``, the fraction of the epoch's
+    mismatched training tokens whose ``q_n`` sat at the clip ``q_max``, at each epoch's end. When nearly all of them are
+    clipped (:meth:`q_n_is_degenerate`) while ``alpha > 0``, the soft target is a fixed 50/50 split whatever the
+    embeddings say, and a warning (once per fit) points to ``sigma="auto"``.
 
     The callback's state (``K``, ``eta``, ``max_alpha`` and the last ``step`` / ``alpha`` applied) is saved in
     checkpoints; on resume it is restored and a warning is emitted if the configured schedule differs from the saved
@@ -61,6 +64,7 @@ class SKDAlphaScheduler(Callback):
         self.log = log
         self.step = 0
         self.alpha = 0.0
+        self._warned_clip = False
 
     def alpha_at(self, step: int) -> float:
         """Return the ``alpha`` used by the optimizer step with 0-based index ``step``."""
@@ -79,6 +83,7 @@ class SKDAlphaScheduler(Callback):
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Check that the model holds an ``EmbeddingSKDLoss`` to drive."""
+        self._warned_clip = False
         if stage == "fit" and not self._losses(pl_module):
             raise ValueError(
                 f"SKDAlphaScheduler needs an EmbeddingSKDLoss inside the model, got {type(pl_module).__name__} "
@@ -104,6 +109,34 @@ class SKDAlphaScheduler(Callback):
         """Log ``skd/alpha``, the value this batch used."""
         if self.log:
             pl_module.log("skd/alpha", self.alpha, on_step=True, on_epoch=False, prog_bar=True)
+
+    @override
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Start the epoch's ``q_n`` clip counts."""
+        for loss in self._losses(pl_module):
+            loss.reset_clip_counts()
+
+    @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Log ``skd/q_n_clipped`` (summed over processes) and warn once if ``q_n`` is degenerate while alpha > 0."""
+        counts = sum(loss.clip_counts.to(pl_module.device) for loss in self._losses(pl_module))
+        clipped, mismatched = trainer.strategy.reduce(counts.clone(), reduce_op="sum").tolist()
+        fraction = clipped / mismatched if mismatched else 0.0
+        if self.log:
+            pl_module.log("skd/q_n_clipped", fraction, on_step=False, on_epoch=True, sync_dist=True)
+        if self.alpha > 0 and not self._warned_clip and self.q_n_is_degenerate(fraction, mismatched):
+            self._warned_clip = True
+            rank_zero_warn(
+                f"SKDAlphaScheduler: in epoch {trainer.current_epoch}, q_n sat at its clip for {fraction:.1%} of the "
+                f"{int(mismatched)} mislabelled training tokens while alpha = {self.alpha:.3g}: the SKD target is a "
+                "fixed split between the label and the predicted word, whatever their embedding distance (sigma is "
+                "too small for these embeddings). Use sigma='auto' (q_n = 0.5 at the mean nearest-neighbour "
+                "distance) or a larger sigma."
+            )
+
+    def q_n_is_degenerate(self, clipped_fraction: float, mismatched: float) -> bool:
+        """The warning rule: at least 100 mislabelled tokens in the epoch and 95 % or more of their ``q_n`` clipped."""
+        return mismatched >= 100 and clipped_fraction >= 0.95
 
     @override
     def state_dict(self) -> dict[str, Any]:

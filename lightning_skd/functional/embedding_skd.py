@@ -55,12 +55,17 @@ class EmbeddingSKDOutput(NamedTuple):
         q_n: Mean clipped ``q_n`` over the non-padding positions where the prediction is wrong (``n != t``); ``0.``
             when there is none. Where ``n == t`` the objective is plain cross-entropy and ``q_n`` plays no role.
         mismatch: Fraction of the non-padding positions where ``n != t`` (the training error rate).
+        q_n_clipped: Number of those mismatched positions whose ``q_n`` sits at the clip ``q_max`` (there the soft
+            target is a fixed ``1 - q_max`` / ``q_max`` split, whatever the distance: ``sigma`` is too small).
+        num_mismatched: Number of mismatched non-padding positions.
 
     """
 
     loss: Tensor
     q_n: Tensor
     mismatch: Tensor
+    q_n_clipped: Tensor
+    num_mismatched: Tensor
 
 
 def skd_alpha(step: int, warmup_steps: int, eta: float, max_alpha: float = 1.0) -> float:
@@ -314,6 +319,7 @@ def embedding_skd_loss_with_stats(
         n_mismatched = mismatched.sum()
         mismatch = n_mismatched.to(acc) / n_valid.clamp(min=1).to(acc)
         q_n_mean = (q_n.to(acc) * mismatched).sum() / n_mismatched.clamp(min=1).to(acc)
+        q_n_clipped = ((q_n >= q_max) & mismatched).sum()
 
     per_position = _SKDNLL.apply(flat_logits, safe_targets, predictions, lse, coef)  # (N,)
     per_position = per_position * valid  # (N,) zero loss and zero gradient at padding
@@ -326,7 +332,7 @@ def embedding_skd_loss_with_stats(
         loss = per_position.sum() / n_valid.clamp(min=1).to(acc)
     else:  # "sequence"
         loss = per_position.reshape(targets.shape).sum(dim=-1) if targets.ndim > 0 else per_position.sum()
-    return EmbeddingSKDOutput(loss, q_n_mean, mismatch)
+    return EmbeddingSKDOutput(loss, q_n_mean, mismatch, q_n_clipped, n_mismatched)
 
 
 def embedding_skd_loss(

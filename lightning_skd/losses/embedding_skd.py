@@ -128,6 +128,7 @@ class EmbeddingSKDLoss(nn.Module):
         self.num_calls = 0
         self.last_q_n: Tensor | None = None
         self.last_mismatch: Tensor | None = None
+        self.clip_counts = torch.zeros(2)  # (q_n at the clip, mismatched) summed over training calls since a reset
 
     @override
     def extra_repr(self) -> str:
@@ -207,4 +208,11 @@ class EmbeddingSKDLoss(nn.Module):
             q_max=self.q_max,
         )
         self.last_q_n, self.last_mismatch = out.q_n, out.mismatch
+        if self.training:
+            counts = torch.stack([out.q_n_clipped, out.num_mismatched]).to(self.clip_counts.device, torch.float64)
+            self.clip_counts = self.clip_counts.to(counts) + counts
         return out.loss
+
+    def reset_clip_counts(self) -> None:
+        """Start counting ``q_n`` at the clip afresh (e.g. at an epoch's start)."""
+        self.clip_counts = torch.zeros(2, dtype=torch.float64, device=self.alpha.device)

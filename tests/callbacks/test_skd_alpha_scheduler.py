@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -127,3 +129,39 @@ def test_skd_alpha_scheduler_needs_an_skd_loss_in_the_model(tmp_path):
 def test_skd_alpha_scheduler_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SKDAlphaScheduler(**kwargs)
+
+
+class ManyTokens(TinySKDModule):
+    def __init__(self, sigma: float):
+        super().__init__()
+        self.loss_fn = EmbeddingSKDLoss(sigma=sigma, alpha=0.0)
+
+
+def many_tokens_loader():
+    gen = torch.Generator().manual_seed(1)
+    return DataLoader(
+        TensorDataset(torch.randn(256, 3, generator=gen), torch.randint(0, VOCAB, (256,), generator=gen)), batch_size=64
+    )
+
+
+@pytest.mark.parametrize(("sigma", "degenerate"), [(1e-6, True), (50.0, False)])
+def test_skd_alpha_scheduler_logs_the_clipped_fraction_and_warns_when_q_n_is_degenerate(sigma, degenerate, tmp_path):
+    torch.manual_seed(0)
+    model = ManyTokens(sigma)
+    scheduler = SKDAlphaScheduler(warmup_steps=0, eta=0.5)
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        make_trainer(tmp_path, [scheduler], max_epochs=2).fit(model, many_tokens_loader())
+    clipped = float(model.trainer.callback_metrics["skd/q_n_clipped"])
+    messages = [str(w.message) for w in seen if "q_n sat at its clip" in str(w.message)]
+    if degenerate:  # exp(-1e-6 * d) ~ 1 > 0.5: every q_n is clipped
+        assert clipped == 1.0 and len(messages) == 1 and "sigma='auto'" in messages[0]
+    else:  # exp(-50 * d) ~ 0: none is
+        assert clipped == 0.0 and not messages
+
+
+def test_skd_alpha_scheduler_clip_rule_has_both_sides():
+    scheduler = SKDAlphaScheduler()
+    assert scheduler.q_n_is_degenerate(0.95, 100) and not scheduler.q_n_is_degenerate(0.94, 100)
+    assert not scheduler.q_n_is_degenerate(1.0, 99)
