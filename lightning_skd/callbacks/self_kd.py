@@ -121,6 +121,8 @@ class SelfKDCallback(Callback):
             :class:`~lightning_skd.callbacks.memmap_prediction_table.MemmapPredictionTable`).
         cache_keep_generations: With ``cache_dir``: finished epochs kept on disk, so older checkpoints can resume.
         refresh_every_n_steps: Snapshot mode only: also refresh the teacher every this many optimizer steps.
+        snapshot_batch_norm: Snapshot mode only: ``"running"`` (the teacher's BatchNorm in eval mode) or ``"batch"``
+            (normalised by the teacher's batch statistics; see :class:`~lightning_skd.callbacks.SnapshotTeacher`).
         ignore_index: Target value of ignored samples in ``(B,)`` class targets and of padding in ``(B, T)``
             sequence targets.
         teacher: A teacher strategy of your own, instead of ``mode`` and its options.
@@ -139,6 +141,7 @@ class SelfKDCallback(Callback):
         cache_dir: str | None = None,
         cache_keep_generations: int = 2,
         refresh_every_n_steps: int | None = None,
+        snapshot_batch_norm: Literal["running", "batch"] = "running",
         ignore_index: int = IGNORE_INDEX,
         teacher: Teacher | None = None,
     ) -> None:
@@ -172,7 +175,7 @@ class SelfKDCallback(Callback):
         if teacher is not None:
             if not isinstance(teacher, Teacher):
                 raise ValueError(f"`teacher` must be a lightning_skd.callbacks.teachers.Teacher, got {teacher!r}.")
-            if mode != "cache" or given or refresh_every_n_steps is not None:
+            if mode != "cache" or given or refresh_every_n_steps is not None or snapshot_batch_norm != "running":
                 raise ValueError(
                     "`teacher` replaces `mode` and its options; got it together with "
                     f"mode={mode!r}, {given} and refresh_every_n_steps={refresh_every_n_steps!r}."
@@ -181,10 +184,11 @@ class SelfKDCallback(Callback):
         elif mode == "snapshot":
             if given:
                 raise ValueError(f"{', '.join(f'`{name}`' for name in given)} only apply to mode='cache'.")
-            teacher, self.mode = SnapshotTeacher(refresh_every_n_steps, self.teacher_logits), mode
+            teacher = SnapshotTeacher(refresh_every_n_steps, self.teacher_logits, snapshot_batch_norm)
+            self.mode = mode
         else:
-            if refresh_every_n_steps is not None:
-                raise ValueError("`refresh_every_n_steps` only applies to mode='snapshot'.")
+            if refresh_every_n_steps is not None or snapshot_batch_norm != "running":
+                raise ValueError("`refresh_every_n_steps` and `snapshot_batch_norm` only apply to mode='snapshot'.")
             teacher = CachedTeacher(
                 cache_dtype, cache_topk, cache_device, cache_dir, cache_keep_generations, self.target_lengths
             )

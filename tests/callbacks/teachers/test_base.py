@@ -63,3 +63,29 @@ def test_a_teacher_strategy_replaces_mode_and_its_options():
         SelfKDCallback(teacher=EMATeacher(0.5), cache_topk=3)
     with pytest.raises(ValueError, match="must be a lightning_skd.callbacks.teachers.Teacher"):
         SelfKDCallback(teacher="ema")
+
+
+class BatchNormClassifier(RecordingClassifier):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Sequential(
+            torch.nn.Linear(3, 8), torch.nn.BatchNorm1d(8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 4)
+        )
+
+
+@pytest.mark.parametrize("batch_norm", ["running", "batch"])
+def test_snapshot_teacher_batch_norm_uses_running_or_batch_statistics(batch_norm, one_thread):
+    pl.seed_everything(0)
+    callback = SelfKDCallback(mode="snapshot", snapshot_batch_norm=batch_norm)
+    trainer([callback], max_epochs=1).fit(BatchNormClassifier(), indexed_loader())
+    model = callback.teacher.model
+    norm, dropout = model.linear[1], model.linear[2]
+    assert norm.training == (batch_norm == "batch") and not dropout.training and not model.training
+    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        before = model(x)
+        norm.running_mean.add_(5.0)  # only eval-mode BatchNorm reads the running statistics
+        after = model(x)
+    assert torch.equal(before, after) == (batch_norm == "batch")
+    with pytest.raises(ValueError, match="snapshot_batch_norm"):
+        SelfKDCallback(mode="snapshot", snapshot_batch_norm="train")
