@@ -28,7 +28,7 @@ notebook: $(NOTEBOOK_STAMP)
 	cd notebooks && $(CURDIR)/$(BIN)/jupyter lab $(NOTEBOOK_ARGS)
 
 demo: $(STAMP)
-	$(BIN)/python -m lightning_skd.demo
+	$(BIN)/python -m lightning_skd.tools.demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -49,8 +49,8 @@ class SelfKDCLI(LightningCLI):
 #: Subcommands that are not LightningCLI's: name -> "module:function" taking the remaining arguments.
 EXTRA_COMMANDS = {
     "compare": "lightning_skd.compare:main",
-    "export-backbone": "lightning_skd.models.backbone_export:main",
-    "detection-table": "lightning_skd.models.detection_table:main",
+    "export-backbone": "lightning_skd.tools.export_backbone:main",
+    "detection-table": "lightning_skd.tools.detection_table:main",
 }
 
 

@@ -8,6 +8,7 @@ from lightning_skd.metrics.eaurc import EAURC
 from lightning_skd.metrics.expected_calibration_error import ExpectedCalibrationError
 from lightning_skd.metrics.negative_log_likelihood import NegativeLogLikelihood
 from lightning_skd.metrics.plots import reliability_diagram, risk_coverage_curve
+from lightning_skd.metrics.sentence_nll import SentenceNLL
 from lightning_skd.metrics.top_k_error import TopKError
 from lightning_skd.metrics.voc07_map import VOC07MeanAveragePrecision
 
@@ -19,6 +20,7 @@ __all__ = [
     "EAURC",
     "ExpectedCalibrationError",
     "NegativeLogLikelihood",
+    "SentenceNLL",
     "TopKError",
     "VOC07MeanAveragePrecision",
     "reliability_diagram",

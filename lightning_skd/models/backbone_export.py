@@ -10,10 +10,8 @@ Command line: ``lightning-skd export-backbone CHECKPOINT OUTPUT.safetensors``.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -185,19 +183,3 @@ def load_backbone(path: str | Path, architecture: str | None = None) -> tuple[nn
             f"unexpected {unexpected[:5]}"
         )
     return model, info
-
-
-def main(args: Sequence[str] | None = None) -> None:
-    """``lightning-skd export-backbone CHECKPOINT OUTPUT``."""
-    parser = argparse.ArgumentParser(
-        prog="lightning-skd export-backbone",
-        description="Write the ResNet backbone of an ImageClassifier checkpoint to a safetensors file.",
-    )
-    parser.add_argument("checkpoint", help="Lightning checkpoint of lightning_skd.models.ImageClassifier")
-    parser.add_argument("output", help="the .safetensors file to write")
-    parsed = parser.parse_args(args)
-    try:
-        info = export_backbone(parsed.checkpoint, parsed.output)
-    except (FileNotFoundError, ValueError) as err:
-        parser.exit(2, f"lightning-skd export-backbone: error: {err}\n")
-    print(f"wrote {parsed.output}: {info.architecture} ({info.method}) from {info.source_checkpoint}")

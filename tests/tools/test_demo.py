@@ -1,7 +1,7 @@
 """The demo's verdict says an effect only when the paired 95 % interval excludes 0."""
 
 from lightning_skd.compare import Summary
-from lightning_skd.demo import SELF_KD, SWEEP, verdict
+from lightning_skd.tools.demo import SELF_KD, SWEEP, verdict
 
 
 def table(nll: tuple[float, float, float], ece: tuple[float, float, float]) -> dict:

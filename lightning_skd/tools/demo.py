@@ -6,7 +6,7 @@ over seeds) is printed and written to ``outputs/demo/results.md`` / ``.csv`` wit
 ``outputs/demo/figures.png``. The setting (``configs/digits/*.yaml``) is the regime Self-KD is meant for; the demo
 then says in words whether Self-KD's NLL and ECE differ from the baseline by more than the seed-to-seed noise.
 
-    python -m lightning_skd.demo [--seeds 0 1 2 3 4] [--output-dir outputs/demo] [other compare options]
+    python -m lightning_skd.tools.demo [--seeds 0 1 2 3 4] [--output-dir outputs/demo] [other compare options]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from rich.console import Console
 
 from lightning_skd.compare import Summary, compare, parse_args
 
-SWEEP = Path(__file__).resolve().parent.parent / "configs" / "sweeps" / "digits.yaml"
+SWEEP = Path(__file__).resolve().parents[2] / "configs" / "sweeps" / "digits.yaml"
 SELF_KD = "+ Self-KD"
 
 

@@ -7,8 +7,8 @@
 3. ``lightning-skd export-backbone`` each; fine-tune a Faster R-CNN (small FPN) from each with everything else
    equal (the ``configs/voc`` configs with size overrides); ``lightning-skd test``; ``lightning-skd detection-table``.
 
-Run: ``python -m lightning_skd.detection_demo [OUTPUT_DIR] [SEED ...]`` (default ``outputs/detection_demo``, 0). The
-backbones are trained once (kept in ``OUTPUT_DIR/backbones/``); each seed repeats the detection fine-tuning.
+Run: ``python -m lightning_skd.tools.detection_demo [OUTPUT_DIR] [SEED ...]`` (default ``outputs/detection_demo``,
+0). The backbones are trained once (kept in ``OUTPUT_DIR/backbones/``); each seed repeats the detection fine-tuning.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def detector_args(method: str, backbone: Path, voc: Path, root: Path, seed: int,
     """The shipped config of ``method`` with the small-image, small-head overrides of the tests."""
     return [
         "--config",
-        str(Path(__file__).parents[1] / "configs" / "voc" / f"faster_rcnn_{method}.yaml"),
+        str(Path(__file__).parents[2] / "configs" / "voc" / f"faster_rcnn_{method}.yaml"),
         f"--seed_everything={seed}",
         f"--model.init_args.backbone_file={backbone}",
         f"--data.init_args.data_dir={voc}",
