@@ -258,10 +258,11 @@ class SelfKDCallback(Callback):
     def teacher_is_worse(self, summary: dict[str, float], teacher_rows: float) -> bool:
         """Whether an epoch's statistics show a teacher clearly worse than the student while alpha > 0.
 
-        The rule: the applied alpha is above 0, at least 50 rows had a teacher, and the teacher's accuracy on them is
-        more than 10 points below the student's own accuracy on the same rows. Override for another rule.
+        The rule: the applied alpha is at least 0.1 (below it the teacher barely moves the targets), at least 50 rows
+        had a teacher, and the teacher's accuracy on them is more than 10 points below the student's own accuracy on
+        the same rows. Override for another rule.
         """
-        if summary["alpha"] <= 0 or teacher_rows < 50 or "teacher_acc" not in summary or "student_acc" not in summary:
+        if summary["alpha"] < 0.1 or teacher_rows < 50 or "teacher_acc" not in summary or "student_acc" not in summary:
             return False
         return summary["teacher_acc"] < summary["student_acc"] - 0.10
 
