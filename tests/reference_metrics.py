@@ -71,6 +71,120 @@ def ref_ece(probs, target, n_bins=15, norm="l1", ignore_index=None) -> float:
     return max(gaps)
 
 
+def _ref_bin_members(probs, target, n_bins, ignore_index):
+    """Equal-width bins as lists of (confidence, correct) pairs, and the number of samples."""
+    rows, targets = rows_and_targets(probs, target, ignore_index)
+    pairs = confidence_correct(rows, targets)
+    bins = [[] for _ in range(n_bins)]
+    for conf, correct in pairs:
+        bins[ref_bin(conf, n_bins)].append((conf, correct))
+    return bins, len(pairs)
+
+
+def ref_over_under_confidence(probs, target, n_bins=15, ignore_index=None) -> tuple[float, float]:
+    """(OCE, UCE): sum over bins of |B|/n * max(conf - acc, 0) and |B|/n * max(acc - conf, 0)."""
+    bins, n = _ref_bin_members(probs, target, n_bins, ignore_index)
+    if n == 0:
+        return math.nan, math.nan
+    over = under = 0.0
+    for members in bins:
+        if not members:
+            continue
+        acc = sum(1.0 for _, correct in members if correct) / len(members)
+        mean_conf = sum(conf for conf, _ in members) / len(members)
+        over += len(members) / n * max(mean_conf - acc, 0.0)
+        under += len(members) / n * max(acc - mean_conf, 0.0)
+    return over, under
+
+
+def _ref_calibration_error(bins, n, norm) -> float:
+    """Calibration error from bins given as lists of (confidence, correctness in [0, 1]) pairs."""
+    gaps, weights = [], []
+    for members in bins:
+        if not members:
+            continue
+        acc = sum(correct for _, correct in members) / len(members)
+        mean_conf = sum(conf for conf, _ in members) / len(members)
+        gaps.append(abs(acc - mean_conf))
+        weights.append(len(members) / n)
+    if norm == "l1":
+        return sum(w * g for w, g in zip(weights, gaps, strict=True))
+    if norm == "l2":
+        return math.sqrt(sum(w * g * g for w, g in zip(weights, gaps, strict=True)))
+    return max(gaps)
+
+
+def ref_equal_mass_sizes(n: int, n_bins: int) -> list[int]:
+    """Bin sizes of n sorted samples: n_bins bins, the first n % n_bins ones with one sample more."""
+    return [n // n_bins + (1 if b < n % n_bins else 0) for b in range(n_bins)]
+
+
+def ref_adaptive_ece(probs, target, n_bins=15, norm="l1", ignore_index=None) -> float:
+    """Equal-mass bins of the confidence-sorted samples; every sample of a tie group counts at the group's accuracy."""
+    rows, targets = rows_and_targets(probs, target, ignore_index)
+    pairs = sorted(confidence_correct(rows, targets), key=lambda pair: pair[0])
+    n = len(pairs)
+    if n == 0:
+        return math.nan
+    accuracy_of = {}
+    for conf in {conf for conf, _ in pairs}:
+        group = [correct for c, correct in pairs if c == conf]
+        accuracy_of[conf] = sum(1.0 for correct in group if correct) / len(group)
+    values = [(conf, accuracy_of[conf]) for conf, _ in pairs]
+    bins, start = [], 0
+    for size in ref_equal_mass_sizes(n, n_bins):
+        bins.append(values[start : start + size])
+        start += size
+    return _ref_calibration_error(bins, n, norm)
+
+
+def ref_adaptive_ece_tie_mean(probs, target, n_bins, norm="l1") -> float:
+    """Adaptive ECE with each bin's accuracy averaged over every order of the samples sorting confidences ascending.
+
+    Brute force over all permutations: only for small N.
+    """
+    rows, targets = rows_and_targets(probs, target)
+    pairs = confidence_correct(rows, targets)
+    n = len(pairs)
+    sizes = ref_equal_mass_sizes(n, n_bins)
+    acc_total, conf_of_bin, count = [0.0] * n_bins, [0.0] * n_bins, 0
+    for perm in itertools.permutations(range(n)):
+        confs = [pairs[i][0] for i in perm]
+        if any(confs[i] > confs[i + 1] for i in range(n - 1)):
+            continue
+        start = 0
+        for b, size in enumerate(sizes):
+            members = [pairs[i] for i in perm[start : start + size]]
+            start += size
+            if members:
+                acc_total[b] += sum(1.0 for _, correct in members if correct) / size
+                conf_of_bin[b] = sum(conf for conf, _ in members) / size  # the same for every such order
+        count += 1
+    gaps = [abs(acc_total[b] / count - conf_of_bin[b]) for b in range(n_bins) if sizes[b] > 0]
+    weights = [size / n for size in sizes if size > 0]
+    if norm == "l1":
+        return sum(w * g for w, g in zip(weights, gaps, strict=True))
+    if norm == "l2":
+        return math.sqrt(sum(w * g * g for w, g in zip(weights, gaps, strict=True)))
+    return max(gaps)
+
+
+def ref_brier(probs, target, ignore_index=None) -> float:
+    """Mean over samples of the sum over classes of (p_c - 1[c = target])^2."""
+    rows, targets = rows_and_targets(probs, target, ignore_index)
+    if not rows:
+        return math.nan
+    return sum(ref_squared_errors(rows, targets)) / len(rows)
+
+
+def ref_squared_errors(rows, targets) -> list[float]:
+    """Per sample: sum over classes of (p_c - 1[c = target])^2."""
+    return [
+        sum((p - (1.0 if c == t else 0.0)) ** 2 for c, p in enumerate(row))
+        for row, t in zip(rows, targets, strict=True)
+    ]
+
+
 def pskd_ece_percent(probs, target, bin_size=0.1) -> float:
     """PS-KD's ECE in %: numpy upper bounds arange(bin_size, 1 + bin_size, bin_size), bins (upper - size, upper]."""
     confidences = np.asarray(probs.float().numpy())

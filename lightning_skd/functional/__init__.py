@@ -1,7 +1,13 @@
 """Pure tensor functions: losses and metrics without state."""
 
 from lightning_skd.functional.bleu import bleu_from_statistics, bleu_statistics
-from lightning_skd.functional.calibration import expected_calibration_error
+from lightning_skd.functional.calibration import (
+    adaptive_expected_calibration_error,
+    brier_score,
+    expected_calibration_error,
+    overconfidence_error,
+    underconfidence_error,
+)
 from lightning_skd.functional.classification import negative_log_likelihood, top_k_error
 from lightning_skd.functional.detection import voc07_average_precision, voc07_interpolated_ap
 from lightning_skd.functional.embedding_skd import (
@@ -37,13 +43,17 @@ __all__ = [
     "self_kd_targets",
     "soft_target_cross_entropy",
     "SampleStatistics",
+    "adaptive_expected_calibration_error",
     "aurc",
+    "brier_score",
     "eaurc",
     "expected_calibration_error",
     "negative_log_likelihood",
+    "overconfidence_error",
     "risk_coverage",
     "sample_statistics",
     "top_k_error",
+    "underconfidence_error",
     "voc07_average_precision",
     "voc07_interpolated_ap",
 ]

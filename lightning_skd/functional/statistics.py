@@ -1,14 +1,15 @@
 """Input checking and the per-sample statistics that every calibration metric is computed from.
 
 All metrics of this package reduce a batch of class probabilities ``(N, C)`` and integer targets ``(N,)`` to three
-numbers per sample (:class:`SampleStatistics`):
+(or four) numbers per sample (:class:`SampleStatistics`):
 
 * ``confidence``: the maximum probability, ``max_c p_c``;
 * ``target_log_prob``: ``log p_target``;
 * ``target_rank``: how many classes rank above the target class. A class ranks above the target if its probability is
   strictly larger, or equal with a smaller class index. ``target_rank == 0`` therefore means "the top-1 prediction is
   correct" with the same first-index tie rule as :func:`torch.argmax`, and ``target_rank < k`` means "the target is in
-  the top k".
+  the top k";
+* ``squared_error`` (only when requested): ``sum_c (p_c - 1[c = target])^2``, the per-sample Brier score.
 
 Computing these once and sharing them is what lets :class:`~lightning_skd.metrics.CalibrationMetrics` update all of
 its metrics with a single pass over the ``(N, C)`` matrix.
@@ -37,12 +38,15 @@ class SampleStatistics(NamedTuple):
             :func:`sample_statistics`).
         target_rank: ``(N,)`` int64 number of classes ranked above the target (``0`` = correct top-1 prediction), or
             ``None`` when it was not requested.
+        squared_error: ``(N,)`` ``sum_c (p_c - 1[c = target])^2`` (the per-sample multi-class Brier score, in
+            ``[0, 2]``) in the computation dtype, or ``None`` when it was not requested (the default).
 
     """
 
     confidence: Tensor
     target_log_prob: Tensor
     target_rank: Tensor | None
+    squared_error: Tensor | None = None
 
     @property
     def correct(self) -> Tensor:
@@ -192,6 +196,32 @@ def _target_rank(scores: Tensor, target: Tensor, target_score: Tensor) -> Tensor
     return rank
 
 
+def _squared_error(scores: Tensor, target: Tensor, from_logits: bool, dtype: torch.dtype) -> Tensor:
+    """Per-sample ``sum_c (p_c - 1[c = target])^2`` (the multi-class Brier score of each sample).
+
+    Args:
+        scores: ``(N, C)`` probabilities, or log-probabilities if ``from_logits``.
+        target: ``(N,)`` int64 class indices.
+        from_logits: ``scores`` are log-probabilities (exponentiated first).
+        dtype: Computation dtype (float32 or float64): the differences are formed and squared in it.
+
+    Returns:
+        ``(N,)`` values in ``dtype``; exactly 0 for a one-hot row on the target.
+
+    """
+    n, c = scores.shape
+    out = torch.empty(n, dtype=dtype, device=scores.device)
+    # Row blocks as in `_target_rank`: the (rows, C) difference matrix is a temporary copy.
+    rows = max(1, _CPU_CHUNK_ELEMENTS // c) if scores.device.type == "cpu" else max(n, 1)
+    for start in range(0, n, rows):
+        block = scores[start : start + rows]  # (rows, C)
+        diff = block.exp() if from_logits else block.to(dtype, copy=True)  # (rows, C) p, a fresh tensor
+        t = target[start : start + rows, None]  # (rows, 1)
+        diff.scatter_add_(1, t, torch.full(t.shape, -1.0, dtype=dtype, device=diff.device))  # p - one_hot(target)
+        out[start : start + rows] = diff.square_().sum(dim=1)
+    return out
+
+
 def sample_statistics(
     probs: Tensor,
     target: Tensor,
@@ -200,6 +230,7 @@ def sample_statistics(
     validate_args: bool = True,
     num_classes: int | None = None,
     with_rank: bool = True,
+    with_squared_error: bool = False,
 ) -> SampleStatistics:
     """Reduce probabilities and targets to the per-sample statistics all calibration metrics are computed from.
 
@@ -225,6 +256,7 @@ def sample_statistics(
             ``probs`` and a device synchronisation.
         num_classes: If given, ``probs`` must have this many classes (checked when ``validate_args``).
         with_rank: Compute ``target_rank`` (needed by everything except the NLL).
+        with_squared_error: Compute ``squared_error`` (needed by the Brier score only; one more pass over ``probs``).
 
     Returns:
         :class:`SampleStatistics` with ``N`` entries (after dropping ``ignore_index``).
@@ -260,4 +292,5 @@ def sample_statistics(
         confidence = scores.amax(dim=1).to(dtype)
         target_log_prob = target_score.to(dtype).clamp(min=torch.finfo(dtype).tiny).log()
     target_rank = _target_rank(scores, target, target_score) if with_rank else None
-    return SampleStatistics(confidence, target_log_prob, target_rank)
+    squared_error = _squared_error(scores, target, from_logits, dtype) if with_squared_error else None
+    return SampleStatistics(confidence, target_log_prob, target_rank, squared_error)

@@ -30,8 +30,10 @@ class SampleStatisticsMetric(Metric):
     is_differentiable = False
     higher_is_better = False
     full_state_update = False
-    #: Whether :meth:`statistics` needs ``target_rank`` (the NLL does not).
+    #: Whether :meth:`statistics` needs ``target_rank`` (the NLL and the Brier score do not).
     needs_rank = True
+    #: Whether :meth:`statistics` needs ``squared_error`` (the Brier score only).
+    needs_squared_error = False
 
     def __init__(
         self, ignore_index: int | None = None, from_logits: bool = False, validate_args: bool = True, **kwargs: Any
@@ -55,6 +57,11 @@ class SampleStatisticsMetric(Metric):
                     f"Expected argument `probs` to carry `target_rank` for {type(self).__name__}, but got "
                     "SampleStatistics computed with `with_rank=False`."
                 )
+            if self.needs_squared_error and probs.squared_error is None:
+                raise ValueError(
+                    f"Expected argument `probs` to carry `squared_error` for {type(self).__name__}, but got "
+                    "SampleStatistics computed without `with_squared_error=True`."
+                )
             return probs
         if target is None:
             raise ValueError("Expected argument `target` (class indices) together with `probs`, but got None.")
@@ -65,4 +72,5 @@ class SampleStatisticsMetric(Metric):
             from_logits=self.from_logits,
             validate_args=self.validate_args,
             with_rank=self.needs_rank,
+            with_squared_error=self.needs_squared_error,
         )

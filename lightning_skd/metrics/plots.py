@@ -11,7 +11,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from lightning_skd.functional.calibration import _ece_arg_validation, _ece_compute, _ece_update
+from lightning_skd.functional.calibration import _calibration_split_compute, _ece_arg_validation, _ece_update
 from lightning_skd.functional.selective import _aurc_update, _oracle_aurc, _risk_coverage_compute
 from lightning_skd.functional.statistics import _statistics_arg_validation, sample_statistics
 
@@ -19,7 +19,11 @@ from lightning_skd.functional.statistics import _statistics_arg_validation, samp
 def _reliability_figure(
     bin_count: Tensor, bin_confidence_sum: Tensor, bin_correct_sum: Tensor, title: str | None = None
 ) -> Figure:
-    """Reliability diagram from per-bin sums (``(n_bins,)`` each, see ``_ece_update``)."""
+    """Reliability diagram from per-bin sums (``(n_bins,)`` each, see ``_ece_update``).
+
+    The title has two lines: ``title`` (default ``"Reliability diagram (<n_bins> bins)"``), then the ECE with its
+    over- and under-confidence parts, ``"ECE = 12.34% (over 11.00%, under 1.34%)"`` (or ``"no samples"``).
+    """
     count = bin_count.detach().double().cpu()
     n_bins = count.numel()
     safe = count.clamp(min=1)
@@ -27,9 +31,10 @@ def _reliability_figure(
     confidence = (bin_confidence_sum.detach().double().cpu() / safe).numpy()
     nonempty = (count > 0).numpy()
     total = float(count.sum())
-    ece = float(
-        _ece_compute(count, bin_confidence_sum.detach().double().cpu(), bin_correct_sum.detach().double().cpu())
+    over, under = _calibration_split_compute(
+        count, bin_confidence_sum.detach().double().cpu(), bin_correct_sum.detach().double().cpu()
     )
+    ece = float(over + under)  # the L1 ECE, exactly as `_ece_compute` computes it
     left = torch.arange(n_bins, dtype=torch.float64).numpy() / n_bins
     width = 1.0 / n_bins
 
@@ -46,8 +51,12 @@ def _reliability_figure(
     ax.set_xlim(0.0, 1.0)
     ax.set_ylim(0.0, 1.0)
     ax.set_ylabel("accuracy")
-    ece_text = f"ECE = {100 * ece:.2f}%" if total > 0 else "no samples"
-    ax.set_title(f"{title}: {ece_text}" if title else f"Reliability diagram ({n_bins} bins), {ece_text}")
+    ece_text = (
+        f"ECE = {100 * ece:.2f}% (over {100 * float(over):.2f}%, under {100 * float(under):.2f}%)"
+        if total > 0
+        else "no samples"
+    )
+    ax.set_title(f"{title or f'Reliability diagram ({n_bins} bins)'}\n{ece_text}")
     ax.legend(loc="upper left")
     fraction = count.numpy() / total if total > 0 else count.numpy()
     ax_count.bar(left, fraction, width=width, align="edge", color="tab:gray", edgecolor="black")
@@ -99,7 +108,9 @@ def reliability_diagram(
     """Reliability diagram: accuracy per confidence bin, gap bars to the bin's mean confidence, ECE in the title.
 
     The bins are those of :func:`~lightning_skd.functional.expected_calibration_error`; a lower panel shows the
-    fraction of samples per bin.
+    fraction of samples per bin. The title's second line gives the ECE and its split into the over- and
+    under-confidence parts (:func:`~lightning_skd.functional.overconfidence_error` and
+    :func:`~lightning_skd.functional.underconfidence_error`, which sum to it), in %.
 
     Args:
         probs: ``(N, C)`` probabilities (or logits with ``from_logits=True``).
@@ -108,7 +119,7 @@ def reliability_diagram(
         ignore_index: Samples with this target are dropped before anything else.
         from_logits: Apply a softmax over the last dimension first.
         validate_args: Check the tensors.
-        title: Title prefix (the ECE is always appended).
+        title: First line of the title (default ``"Reliability diagram (<n_bins> bins)"``); the ECE line follows.
 
     Returns:
         A :class:`matplotlib.figure.Figure`.
@@ -117,8 +128,9 @@ def reliability_diagram(
         >>> import torch
         >>> probs = torch.tensor([[0.95, 0.05], [0.85, 0.15], [0.35, 0.65], [0.45, 0.55]])
         >>> fig = reliability_diagram(probs, torch.tensor([0, 1, 1, 0]), n_bins=10)
-        >>> fig.axes[0].get_title()
-        'Reliability diagram (10 bins), ECE = 45.00%'
+        >>> print(fig.axes[0].get_title())
+        Reliability diagram (10 bins)
+        ECE = 45.00% (over 35.00%, under 10.00%)
 
     """
     _ece_arg_validation(n_bins, "l1")

@@ -17,6 +17,7 @@ from tests.reference_metrics import (
     FLOAT32_TINY,
     confidence_correct,
     random_probs,
+    ref_squared_errors,
     ref_target_rank,
     rows_and_targets,
 )
@@ -47,10 +48,26 @@ def test_sample_statistics_rank_identical_across_cpu_row_blocks(monkeypatch):
     assert whole.tolist() == ref_target_rank(probs, target)
 
 
+@pytest.mark.parametrize("ties", [False, True])
+def test_sample_statistics_squared_error_matches_reference_across_row_blocks(ties, monkeypatch):
+    probs, target = random_probs(300, 7, 4, ties=ties)
+    assert sample_statistics(probs, target).squared_error is None  # only on request
+    whole = sample_statistics(probs, target, with_squared_error=True).squared_error
+    assert whole.dtype == torch.float32
+    assert whole.tolist() == pytest.approx(ref_squared_errors(*rows_and_targets(probs, target)), abs=1e-6)
+    monkeypatch.setattr(statistics_module, "_CPU_CHUNK_ELEMENTS", 50)  # blocks of 7 rows, last one partial
+    assert torch.equal(sample_statistics(probs, target, with_squared_error=True).squared_error, whole)
+    logits = probs.clamp(min=1e-30).log()  # softmax gives back probs (zeros: 1e-30)
+    from_logits = sample_statistics(logits, target, from_logits=True, with_squared_error=True).squared_error
+    assert from_logits.tolist() == pytest.approx(whole.tolist(), abs=1e-6)
+    one_hot = sample_statistics(torch.eye(3), torch.tensor([0, 2, 2]), with_squared_error=True).squared_error
+    assert one_hot.tolist() == [0.0, 2.0, 0.0]
+
+
 def test_sample_statistics_flattens_leading_dimensions():
     probs, target = random_probs(24, 5, 1)
-    flat = sample_statistics(probs, target)
-    nested = sample_statistics(probs.reshape(2, 3, 4, 5), target.reshape(2, 3, 4))
+    flat = sample_statistics(probs, target, with_squared_error=True)
+    nested = sample_statistics(probs.reshape(2, 3, 4, 5), target.reshape(2, 3, 4), with_squared_error=True)
     for a, b in zip(flat, nested, strict=True):
         assert torch.equal(a, b)
 
@@ -80,9 +97,9 @@ def test_sample_statistics_half_precision_matches_float32_of_same_values():
     probs, target = random_probs(200, 10, 3)
     for dtype in (torch.float16, torch.bfloat16):
         low = probs.to(dtype)
-        got = sample_statistics(low, target)
-        ref = sample_statistics(low.float(), target, validate_args=False)
-        assert got.confidence.dtype == got.target_log_prob.dtype == torch.float32
+        got = sample_statistics(low, target, with_squared_error=True)
+        ref = sample_statistics(low.float(), target, validate_args=False, with_squared_error=True)
+        assert got.confidence.dtype == got.target_log_prob.dtype == got.squared_error.dtype == torch.float32
         for a, b in zip(got, ref, strict=True):
             assert torch.equal(a, b)
 
@@ -176,10 +193,12 @@ def test_validation_accepts_half_precision_rounding():
 
 def test_sample_statistics_small_integer_targets_with_negative_ignore_index():
     probs, target = random_probs(12, 4, 2)
-    expected = sample_statistics(probs[2:], target[2:])
+    expected = sample_statistics(probs[2:], target[2:], with_squared_error=True)
     small = target.to(torch.uint8)
     small[:2] = 255
-    got = sample_statistics(probs, small.to(torch.int16).where(small != 255, -100), ignore_index=-100)
+    got = sample_statistics(
+        probs, small.to(torch.int16).where(small != 255, -100), ignore_index=-100, with_squared_error=True
+    )
     for a, b in zip(got, expected, strict=True):
         assert torch.equal(a, b)
     got_uint8 = sample_statistics(probs, small, ignore_index=255)

@@ -5,11 +5,15 @@ import torch
 from matplotlib.figure import Figure
 
 from lightning_skd.functional import (
+    adaptive_expected_calibration_error,
     aurc,
+    brier_score,
     eaurc,
     expected_calibration_error,
     negative_log_likelihood,
+    overconfidence_error,
     top_k_error,
+    underconfidence_error,
 )
 from lightning_skd.metrics import CalibrationMetrics
 from tests.reference_metrics import random_probs
@@ -18,6 +22,10 @@ from tests.reference_metrics import random_probs
 def _functional(probs, target, n_bins=15, prefix="", top_k=(1, 5), **kwargs):
     out = {
         f"{prefix}ece": expected_calibration_error(probs, target, n_bins=n_bins, **kwargs),
+        f"{prefix}oce": overconfidence_error(probs, target, n_bins=n_bins, **kwargs),
+        f"{prefix}uce": underconfidence_error(probs, target, n_bins=n_bins, **kwargs),
+        f"{prefix}adaptive_ece": adaptive_expected_calibration_error(probs, target, n_bins=n_bins, **kwargs),
+        f"{prefix}brier": brier_score(probs, target, **kwargs),
         f"{prefix}aurc": aurc(probs, target, **kwargs),
         f"{prefix}eaurc": eaurc(probs, target, **kwargs),
         f"{prefix}nll": negative_log_likelihood(probs, target, **kwargs),
@@ -39,7 +47,18 @@ def test_calibration_metrics_keys_and_values_match_functional():
     for chunk_p, chunk_t in zip(probs.split(128), target.split(128), strict=True):
         metrics.update(chunk_p, chunk_t)
     got = metrics.compute()
-    assert list(got) == ["val/aurc", "val/eaurc", "val/ece", "val/nll", "val/top1_err", "val/top5_err"]
+    assert list(got) == [
+        "val/adaptive_ece",
+        "val/aurc",
+        "val/brier",
+        "val/eaurc",
+        "val/ece",
+        "val/nll",
+        "val/oce",
+        "val/top1_err",
+        "val/top5_err",
+        "val/uce",
+    ]
     assert all(value.dtype == torch.float32 and value.ndim == 0 for value in got.values())
     _assert_close(got, _functional(probs, target, prefix="val/"))
 
@@ -49,19 +68,24 @@ def test_calibration_metrics_without_prefix_and_top_k_limited_to_num_classes():
     metrics = CalibrationMetrics(num_classes=3, n_bins=10, top_k=(1, 2, 5))
     metrics.update(probs, target)
     got = metrics.compute()
-    assert set(got) == {"ece", "aurc", "eaurc", "nll", "top1_err", "top2_err"}
+    assert set(got) == {"ece", "oce", "uce", "adaptive_ece", "brier", "aurc", "eaurc", "nll", "top1_err", "top2_err"}
     _assert_close(got, _functional(probs, target, n_bins=10, top_k=(1, 2)))
 
 
-def test_calibration_metrics_aurc_and_eaurc_share_one_state():
+def test_calibration_metrics_compute_groups_share_one_state():
     metrics = CalibrationMetrics(num_classes=4)
-    assert ["aurc", "eaurc"] in metrics.compute_groups.values()
+    assert ["adaptive_ece", "aurc", "eaurc"] in metrics.compute_groups.values()
+    assert ["ece", "oce", "uce"] in metrics.compute_groups.values()
     probs, target = random_probs(30, 4, 2)
     metrics.update(probs, target)
     metrics.update(probs, target)
-    leader, member = metrics._modules["aurc"], metrics._modules["eaurc"]
-    assert member.confidence is leader.confidence
+    leader = metrics._modules["adaptive_ece"]
+    for name in ("aurc", "eaurc"):
+        assert metrics._modules[name].confidence is leader.confidence
     assert len(leader.confidence) == 2 and leader.confidence[0].numel() == 30
+    for name in ("oce", "uce"):
+        assert metrics._modules[name].bin_count is metrics._modules["ece"].bin_count
+    assert metrics._modules["ece"].bin_count.sum().item() == 60
 
 
 def test_calibration_metrics_from_logits_ignore_index_token_level():
@@ -127,7 +151,11 @@ def test_calibration_metrics_plot_figures_from_state():
     assert set(figures) == {"reliability_diagram", "risk_coverage"}
     assert all(isinstance(fig, Figure) for fig in figures.values())
     ece = expected_calibration_error(probs, target, n_bins=10).item()
-    assert figures["reliability_diagram"].axes[0].get_title() == f"val: ECE = {100 * ece:.2f}%"
+    over = overconfidence_error(probs, target, n_bins=10).item()
+    under = underconfidence_error(probs, target, n_bins=10).item()
+    assert figures["reliability_diagram"].axes[0].get_title() == (
+        f"val\nECE = {100 * ece:.2f}% (over {100 * over:.2f}%, under {100 * under:.2f}%)"
+    )
     legend = [t.get_text() for t in figures["risk_coverage"].axes[0].get_legend().get_texts()]
     assert legend[0] == f"model: AURC = {1000 * aurc(probs, target).item():.2f}e-3"
     # Plotting neither changes nor consumes the state.

@@ -11,10 +11,14 @@ import torch.multiprocessing as mp
 from lightning_skd.metrics import (
     AURC,
     EAURC,
+    AdaptiveExpectedCalibrationError,
+    BrierScore,
     CalibrationMetrics,
     ExpectedCalibrationError,
     NegativeLogLikelihood,
+    OverconfidenceError,
     TopKError,
+    UnderconfidenceError,
 )
 from tests.reference_metrics import random_probs
 
@@ -33,6 +37,11 @@ def _make_metrics():
         "eaurc_closed_form": EAURC(oracle="closed_form"),
         "nll": NegativeLogLikelihood(),
         "top3_err": TopKError(k=3),
+        "oce": OverconfidenceError(n_bins=12),
+        "uce": UnderconfidenceError(n_bins=12),
+        "adaptive_ece": AdaptiveExpectedCalibrationError(n_bins=12),
+        "adaptive_ece_max": AdaptiveExpectedCalibrationError(n_bins=7, norm="max"),
+        "brier": BrierScore(),
     }
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from lightning_skd.functional import aurc, expected_calibration_error
+from lightning_skd.functional import aurc, expected_calibration_error, overconfidence_error, underconfidence_error
 from lightning_skd.functional.calibration import _ece_update
 from lightning_skd.functional.statistics import sample_statistics
 from lightning_skd.metrics import reliability_diagram, risk_coverage_curve
@@ -17,7 +17,10 @@ def test_reliability_diagram_bars_are_bin_accuracies_and_title_has_ece():
     assert isinstance(fig, Figure)
     ax, ax_count = fig.axes
     ece = expected_calibration_error(probs, target, n_bins=10).item()
-    assert ax.get_title() == f"test: ECE = {100 * ece:.2f}%"
+    over = overconfidence_error(probs, target, n_bins=10).item()
+    under = underconfidence_error(probs, target, n_bins=10).item()
+    assert over > 0 and under > 0  # both parts show
+    assert ax.get_title() == f"test\nECE = {100 * ece:.2f}% (over {100 * over:.2f}%, under {100 * under:.2f}%)"
     stats = sample_statistics(probs, target)
     count, conf_sum, correct_sum = _ece_update(stats.confidence, stats.correct, 10)
     nonempty = count > 0
