@@ -35,6 +35,9 @@ CLASSIFICATION_METRICS = (
     Metric("test/top5_err", "Top-5 err (%)", 100.0),
     Metric("test/nll", "NLL", 1.0),
     Metric("test/ece", "ECE (%)", 100.0),
+    Metric("test/oce", "over-conf. ECE (%)", 100.0),
+    Metric("test/uce", "under-conf. ECE (%)", 100.0),
+    Metric("test/brier", "Brier", 1.0),
     Metric("test/aurc", "AURC (×10³)", 1000.0),
     Metric("test/eaurc", "E-AURC (×10³)", 1000.0),
 )
