@@ -137,6 +137,14 @@ def test_notebook_01_self_kd_quickstart(tmp_path):
     assert summary["teacher_acc_per_epoch"][0] is None
     for value in summary["teacher_acc_per_epoch"][1:]:
         assert 0.1 < value <= 1.0  # better than chance (10 classes) after one epoch
+    # The student's accuracy is logged every epoch (over all rows in epoch 1, over the rows with a teacher after it),
+    # the teacher's confidence from epoch 2 on.
+    assert all(0.0 <= value <= 1.0 for value in summary["student_acc_per_epoch"])
+    assert summary["teacher_confidence_per_epoch"][0] is None
+    assert all(0.1 <= value <= 1.0 for value in summary["teacher_confidence_per_epoch"][1:])
+    for model in ("baseline", "Self-KD"):  # the signed split of the ECE sums to it
+        results = summary["test"][model]
+        assert results["test/oce"] + results["test/uce"] == pytest.approx(results["test/ece"], abs=1e-6)
     # The most confident wrong predictions: really wrong, sorted by confidence, top-3 sorted and at most 1 in total.
     for model, entries in summary["confident_wrong"].items():
         n_errors = round(summary["test"][model]["test/top1_err"] * summary["test_size"])
