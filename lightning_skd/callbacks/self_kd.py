@@ -428,7 +428,8 @@ class SelfKDCallback(Callback):
                 f"the same rows, while alpha = {summary['alpha']:.2f} pulled the targets toward the teacher. "
                 "Distilling from a teacher clearly worse than the student tends to hurt accuracy and calibration. "
                 "Try a later start (schedule=LinearAlpha(alpha_T, start_epoch=...)), a smaller alpha_T, or the other "
-                f"teacher (mode={'cache' if self.mode == 'snapshot' else 'snapshot'!r}). This warning is shown once."
+                "teacher (the other `mode`; for a snapshot of a model with BatchNorm, snapshot_batch_norm='batch'). "
+                "This warning is shown once."
             )
         self._finish_epoch(trainer, pl_module)
 
