@@ -21,6 +21,7 @@ from lightning_skd.functional.soft_targets import (
     soft_target_cross_entropy,
 )
 from lightning_skd.functional.statistics import SampleStatistics, sample_statistics
+from lightning_skd.functional.temperature import fit_temperature
 
 __all__ = [
     "EmbeddingSKDOutput",
@@ -40,6 +41,7 @@ __all__ = [
     "aurc",
     "eaurc",
     "expected_calibration_error",
+    "fit_temperature",
     "negative_log_likelihood",
     "risk_coverage",
     "sample_statistics",
