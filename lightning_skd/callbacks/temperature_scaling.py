@@ -40,7 +40,7 @@ class TemperatureScaling(Callback):
     :class:`~lightning_skd.models.Translator` for its teacher-forced token metrics.
 
     **DDP.** Each process runs its own share of the validation loader and ``T`` is the fit on the union of the
-    shares: the search reduces three float64 sums over all processes per step, so ``T`` equals the single-process
+    shares: the search reduces two float64 sums over all processes per step, so ``T`` equals the single-process
     fit (up to float64 rounding of the sums) and is the same number on every rank (broadcast from rank 0). A
     loader with a ``DistributedSampler`` (the DataModules of :mod:`lightning_skd.data` give each validation sample to
     exactly one process) is taken as sharded; a loader without one is run by rank 0 alone.

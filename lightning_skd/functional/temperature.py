@@ -55,14 +55,15 @@ def fit_temperature(
         sum_across_processes: For distributed use: a function that sums a float64 tensor over all processes (e.g.
             ``lambda t: trainer.strategy.reduce(t, reduce_op="sum")``). Every process calls ``fit_temperature`` with
             its own shard of the data (an empty shard is fine) and gets the fit on the union of the shards: the
-            search only needs sums over samples, reduced once per step (three float64 numbers).
+            search only needs sums over samples, reduced once per step (two float64 numbers; the count once).
 
     Returns:
         ``T`` as a Python float.
 
     Raises:
         ValueError: On non-floating or non-finite logits, mismatched shapes, non-integer targets or targets out of
-            ``[0, C)``, bad bounds, or no target left after ``ignore_index`` (on every process).
+            ``[0, C)``, bad bounds, or no target left after ``ignore_index``. With ``sum_across_processes`` every
+            process raises when one of them has bad input (after one reduction, so none is left waiting).
 
     Example:
         Two classes, a logit gap of 2 and three of four predictions right: the NLL is lowest where
@@ -74,10 +75,22 @@ def fit_temperature(
 
     """
     check_temperature_bounds("fit_temperature", min_temperature, max_temperature)
-    logits, target = _flatten(logits, target, ignore_index)
     reduce = sum_across_processes if sum_across_processes is not None else (lambda total: total)
-    count = reduce(torch.tensor([float(len(target))], dtype=torch.float64, device=logits.device))
-    if count.item() == 0:
+    device = logits.device if isinstance(logits, Tensor) and logits.device.type != "mps" else torch.device("cpu")
+    try:
+        logits, target = _flatten(logits, target, ignore_index)
+        error = None
+    except ValueError as err:
+        if sum_across_processes is None:
+            raise
+        error = err  # raised on every process after the first reduction, so that none waits for it
+        logits, target = torch.empty(0, 1, device=device), torch.empty(0, dtype=torch.long, device=device)
+    count, failed = reduce(torch.tensor([len(target), error is not None], dtype=torch.float64, device=device)).tolist()
+    if error is not None:
+        raise error
+    if failed:
+        raise ValueError("fit_temperature: the logits or targets of another process are invalid (see its error)")
+    if count == 0:
         raise ValueError("fit_temperature: no target to fit on (all of them are `ignore_index`, or none were given)")
 
     def derivatives(beta: float) -> tuple[float, float]:

@@ -102,6 +102,17 @@ def test_sum_across_processes_sees_the_sums_and_a_doubled_dataset_gives_the_same
     )
     assert set(seen) == {torch.float64}
 
+    calls = []
+
+    def another_process_failed(total: torch.Tensor) -> torch.Tensor:  # the first reduction: (count, failed)
+        calls.append(total)
+        return total + torch.tensor([0.0, 1.0]) if len(calls) == 1 else total
+
+    with pytest.raises(ValueError, match="another process"):
+        fit_temperature(logits, target, sum_across_processes=another_process_failed)
+    with pytest.raises(ValueError, match="NaN"):  # this process's own error, after the reduction
+        fit_temperature(torch.full((2, 3), math.nan), target[:2], sum_across_processes=twice)
+
 
 @pytest.mark.parametrize(
     ("logits", "target", "kwargs", "match"),
