@@ -215,3 +215,63 @@ def test_jobs_reproduce_in_process_runs_resume_and_report_failed_runs(tmp_path, 
     assert "max_epochs" in log.read_text()
     assert kept.stat().st_mtime_ns == kept_mtime
     assert result_metrics(parallel) == result_metrics(serial)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_temperature_scaling_adds_a_ts_row_from_the_same_runs_paired_with_the_baseline(tmp_path, capsys):
+    sweep = yaml.safe_load(write_sweep(tmp_path).read_text())
+    sweep["methods"] = [{**sweep["methods"][0], "temperature_scaling": True}]  # Baseline: FAST, validation off in fit
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(yaml.safe_dump(sweep))
+    out = tmp_path / "out"
+    cli_main(["compare", str(sweep_file), "--threads", "1"])
+    assert "2 runs (1 methods × 2 seeds), 0 already finished" in capsys.readouterr().out  # the TS row runs nothing
+
+    records = {seed: json.loads((out / f"runs/baseline/seed{seed}/result.json").read_text()) for seed in (0, 1)}
+    assert all(0.01 < r["metrics"]["test/temperature"] < 100 for r in records.values())
+    runs = read_runs(out)
+    assert sorted(runs) == [("Baseline", 0), ("Baseline", 1), ("Baseline + TS", 0), ("Baseline + TS", 1)]
+    for (method, seed), row in runs.items():
+        prefix = "test_ts/" if method == "Baseline + TS" else "test/"
+        for metric in CLASSIFICATION_METRICS:
+            assert float(row[metric.key]) == records[seed]["metrics"][prefix + metric.key.removeprefix("test/")]
+    with open(out / "results.csv") as f:
+        rows = {(r["method"], r["metric"]): r for r in csv.DictReader(f)}
+    for metric in CLASSIFICATION_METRICS:
+        value = {(method, seed): float(row[metric.key]) for (method, seed), row in runs.items()}
+        diffs = [value[("Baseline + TS", seed)] - value[("Baseline", seed)] for seed in (0, 1)]
+        assert float(rows[("Baseline + TS", metric.key)]["diff_to_baseline"]) == pytest.approx(np.mean(diffs))
+    assert float(rows[("Baseline + TS", "test/top1_err")]["diff_to_baseline"]) == 0.0  # T > 0 keeps the arg-max
+    markdown = (out / "results.md").read_text()
+    assert markdown.count("| Baseline |") == 1 and markdown.count("| Baseline + TS |") == 2  # mean row + Δ row
+
+    cli_main(["compare", str(sweep_file), "--threads", "1"])  # resume: the runs are finished, with their test_ts/
+    assert "2 runs (1 methods × 2 seeds), 2 already finished" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("methods", "extra", "match"),
+    [
+        ([{"name": "a", "temperature_scaling": "yes"}], {}, "`temperature_scaling` of method 'a'"),
+        ([{"name": "a", "temperature_scaling": True}, {"name": "a + TS"}], {}, "row names must be distinct"),
+        ([{"name": "a", "temperature_scaling": True}], {"metrics": [{"key": "val/nll"}]}, r"\['val/nll'\] have none"),
+        ([{"name": "a", "extra": 1}], {}, "optionally `temperature_scaling`"),
+    ],
+)
+def test_sweep_file_temperature_scaling_errors(methods, extra, match, tmp_path):
+    config = str(REPO / "configs/digits/baseline.yaml")
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({"methods": [{**m, "config": config} for m in methods], **extra}))
+    with pytest.raises(ValueError, match=match):
+        Sweep.from_file(path)
+
+
+def test_sweep_file_temperature_scaling_rows_and_baseline(tmp_path):
+    config = str(REPO / "configs/digits/baseline.yaml")
+    methods = [{"name": "Baseline", "config": config, "temperature_scaling": True}, {"name": "+ LS", "config": config}]
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({"methods": methods, "baseline": "Baseline + TS"}))
+    sweep = Sweep.from_file(path)
+    assert sweep.row_names == ["Baseline", "Baseline + TS", "+ LS"]
+    assert sweep.baseline == "Baseline + TS"
+    assert [m.temperature_scaling for m in sweep.methods] == [True, False]

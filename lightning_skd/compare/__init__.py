@@ -15,6 +15,8 @@ metrics of the table (any task: the metrics are what the model logs at ``trainer
     methods:
       - {name: Baseline, config: ../digits/baseline.yaml}   # config paths are relative to the sweep file
       - {name: + Self-KD, config: ../digits/selfkd.yaml}
+      # optional: also a row "+ Self-KD + TS", the same runs' metrics after temperature scaling
+      # - {name: + Self-KD, config: ../digits/selfkd.yaml, temperature_scaling: true}
 
     lightning-skd compare configs/sweeps/digits.yaml [--seeds 0 1] [--output-dir DIR] [--max-epochs N]
         [--threads T] [--jobs N] [ARGS ...]
@@ -34,6 +36,13 @@ method's paired difference to the baseline: mean over seeds of ``method - baseli
 interval), ``runs.csv`` (every run's numbers) and, when the models predict class probabilities (``predict_step``
 returns ``probs`` and ``target``, as :class:`~lightning_skd.models.ImageClassifier`), ``figures.png``
 (reliability diagram and risk-coverage curve of every method's first seed, side by side).
+
+``temperature_scaling: true`` on a method tests its runs with a :class:`~lightning_skd.callbacks.TemperatureScaling`
+(added unless its config has one: ``T`` fitted on the validation split after ``fit``, with the weights tested) and
+adds the row ``"<name> + TS"`` right after the method's: the same runs' ``test_ts/`` metrics, summarised and paired
+with the baseline seed by seed like every row (``baseline`` may name a ``+ TS`` row too). Every metric of the sweep
+must then be a ``test/`` metric with a ``test_ts/`` counterpart (the classification metrics and a translator's token
+metrics; not BLEU).
 """
 
 from lightning_skd.compare.command import compare, main, parse_args, run_sweep
@@ -48,6 +57,7 @@ from lightning_skd.compare.tables import (
     paired_difference,
     rich_table,
     summarize,
+    with_temperature_scaling_rows,
     write_csv,
 )
 
@@ -70,6 +80,7 @@ __all__ = [
     "run_once",
     "run_sweep",
     "summarize",
+    "with_temperature_scaling_rows",
     "write_csv",
     "write_figures",
 ]

@@ -14,7 +14,15 @@ from lightning_skd.compare.figures import write_figures
 from lightning_skd.compare.jobs import SweepFailed, default_threads, run_in_processes
 from lightning_skd.compare.runner import pending_runs, run_in_process
 from lightning_skd.compare.sweep import Sweep
-from lightning_skd.compare.tables import Summary, machine_description, markdown_table, rich_table, summarize, write_csv
+from lightning_skd.compare.tables import (
+    Summary,
+    machine_description,
+    markdown_table,
+    rich_table,
+    summarize,
+    with_temperature_scaling_rows,
+    write_csv,
+)
 
 _DESCRIPTION = (
     "Run configs × seeds of a sweep file (resuming an unfinished sweep) and tabulate the methods against a baseline; "
@@ -57,12 +65,15 @@ def _threads_per_run(sweep: Sweep) -> int:
 def compare(sweep: Sweep, console: Console | None = None) -> dict[str, dict[str, Summary]]:
     """Run (or resume) the sweep, write the tables and figures, print the table; return the summaries.
 
+    The table has a row per method and, after each method with ``temperature_scaling``, its ``+ TS`` row (the same
+    runs' ``test_ts/`` metrics).
+
     Raises:
         SweepFailed: With ``sweep.jobs > 1``, if runs failed (no tables are written then).
 
     """
     console = console or _console()
-    runs = run_sweep(sweep, console)
+    runs = with_temperature_scaling_rows(run_sweep(sweep, console), sweep.methods, sweep.metrics)
     table = summarize(runs, sweep.baseline, sweep.metrics)
     threads = sweep.threads if sweep.jobs == 1 else _threads_per_run(sweep)
     machine = machine_description(threads, sweep.jobs)

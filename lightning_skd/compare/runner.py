@@ -18,7 +18,7 @@ from pytorch_lightning import Callback, LightningDataModule, LightningModule, Tr
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from lightning_skd.compare.sweep import Method, Sweep
+from lightning_skd.compare.sweep import Method, Sweep, scaled_key
 
 _LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric")
 #: Called with (finished training epochs, max_epochs or ``None`` when training is bounded by steps only).
@@ -39,6 +39,8 @@ class RunSpec:
         test_ckpt_path: Checkpoint ``trainer.test`` loads after ``fit`` (``None``: the final weights).
         save_predictions: Also save the test set's class probabilities (``test_predictions.pt``), for the figures,
             if the model predicts them.
+        temperature_scaling: Test with a :class:`~lightning_skd.callbacks.TemperatureScaling` (added unless the
+            config has one); ``metric_keys`` then hold the ``test_ts/`` keys too.
 
     """
 
@@ -50,6 +52,7 @@ class RunSpec:
     metric_keys: list[str]
     test_ckpt_path: str | None = None
     save_predictions: bool = False
+    temperature_scaling: bool = False
 
     def to_json(self) -> str:
         """The spec as a JSON object (paths as strings)."""
@@ -93,13 +96,20 @@ def run_specs(sweep: Sweep) -> list[RunSpec]:
             seed=seed,
             run_dir=sweep.run_dir(method, seed),
             args=run_args(sweep, method, seed),
-            metric_keys=[metric.key for metric in sweep.metrics],
+            metric_keys=_metric_keys(sweep, method),
             test_ckpt_path=sweep.test_ckpt_path,
             save_predictions=seed == sweep.seeds[0],  # figures show the first seed
+            temperature_scaling=method.temperature_scaling,
         )
         for method in sweep.methods
         for seed in sweep.seeds
     ]
+
+
+def _metric_keys(sweep: Sweep, method: Method) -> list[str]:
+    """The test metrics a run of ``method`` must log: the sweep's, plus their ``test_ts/`` keys with TS."""
+    keys = [metric.key for metric in sweep.metrics]
+    return keys + [scaled_key(key) for key in keys] if method.temperature_scaling else keys
 
 
 def finished_record(spec: RunSpec) -> dict[str, Any] | None:
@@ -157,6 +167,9 @@ def run_once(spec: RunSpec, report: EpochReport | None = None) -> dict[str, Any]
     (before ``result.json`` is written). With ``spec.save_predictions`` the test set's class probabilities are
     saved as ``test_predictions.pt`` if the model predicts them (see :func:`save_class_probabilities`).
 
+    With ``spec.temperature_scaling`` the test has a :class:`~lightning_skd.callbacks.TemperatureScaling` (added
+    unless the config has one), so the record also holds the ``test_ts/`` metrics.
+
     Args:
         spec: The run.
         report: Called at the start of training and after every training epoch (progress display).
@@ -168,6 +181,7 @@ def run_once(spec: RunSpec, report: EpochReport | None = None) -> dict[str, Any]
         ValueError: If a metric of ``spec.metric_keys`` was not logged at test time.
 
     """
+    from lightning_skd.callbacks.temperature_scaling import TemperatureScaling
     from lightning_skd.cli import SelfKDCLI
 
     spec.run_dir.mkdir(parents=True, exist_ok=True)
@@ -176,14 +190,17 @@ def run_once(spec: RunSpec, report: EpochReport | None = None) -> dict[str, Any]
         cli = SelfKDCLI(args=spec.args, run=False)
         if report is not None:
             cli.trainer.callbacks.append(_SweepProgress(report))
+        if spec.temperature_scaling and not any(isinstance(cb, TemperatureScaling) for cb in cli.trainer.callbacks):
+            cli.trainer.callbacks.append(TemperatureScaling())
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
         tested = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=spec.test_ckpt_path, verbose=False)
         metrics = {key: float(value) for key, value in tested[0].items()}
         missing = [key for key in spec.metric_keys if key not in metrics]
         if missing:
+            scaling = " or `temperature_scaling` of the method" if spec.temperature_scaling else ""
             raise ValueError(
                 f"{spec.method}, seed {spec.seed}: the sweep's metrics {missing} were not logged at test time "
-                f"(logged: {sorted(metrics)}); fix `metrics` in the sweep file."
+                f"(logged: {sorted(metrics)}); fix `metrics` in the sweep file{scaling}."
             )
         if spec.save_predictions:
             save_class_probabilities(cli.trainer, cli.model, cli.datamodule, spec.run_dir / "test_predictions.pt")

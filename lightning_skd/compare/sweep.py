@@ -43,14 +43,39 @@ CLASSIFICATION_METRICS = (
 )
 #: Checkpoints ``trainer.test`` may load after ``fit`` (``None``: the weights ``fit`` ended with).
 TEST_CHECKPOINTS = (None, "best", "last")
+#: Appended to a method's name for the row of its temperature-scaled metrics.
+TEMPERATURE_SCALING_SUFFIX = " + TS"
+
+
+def scaled_key(key: str) -> str:
+    """The key :class:`~lightning_skd.callbacks.TemperatureScaling` logs a test metric under after scaling.
+
+    Example:
+        >>> scaled_key("test/nll")
+        'test_ts/nll'
+
+    """
+    stage, _, name = key.partition("/")
+    return f"{stage}_ts/{name}"
 
 
 @dataclass
 class Method:
-    """One row of the table: a display name and the config that trains it."""
+    """One row of the table: a display name and the config that trains it.
+
+    With ``temperature_scaling`` its runs also report their test metrics after temperature scaling
+    (:class:`~lightning_skd.callbacks.TemperatureScaling`, added to the runs' callbacks unless the config has one),
+    tabulated as one more row, :attr:`scaled_name`, built from the same runs.
+    """
 
     name: str
     config: Path
+    temperature_scaling: bool = False
+
+    @property
+    def scaled_name(self) -> str:
+        """Name of the row of the temperature-scaled metrics: ``"<name> + TS"``."""
+        return self.name + TEMPERATURE_SCALING_SUFFIX
 
     @property
     def slug(self) -> str:
@@ -95,7 +120,7 @@ class Sweep:
         if not isinstance(spec, dict) or not isinstance(spec.get("methods"), list) or not spec["methods"]:
             raise ValueError(f"{path}: a sweep file needs a non-empty list `methods` of {{name, config}} entries.")
         methods = _parse_methods(path, spec["methods"])
-        names = [m.name for m in methods]
+        names = row_names(methods)
         seeds = spec.get("seeds", [0, 1, 2])
         if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds)):
             raise ValueError(f"{path}: `seeds` must be a non-empty list of integers, got {seeds!r}.")
@@ -109,27 +134,58 @@ class Sweep:
         if test_ckpt_path not in TEST_CHECKPOINTS:
             raise ValueError(f"{path}: `test_ckpt_path` must be one of {TEST_CHECKPOINTS}, got {test_ckpt_path!r}.")
         metrics = _parse_metrics(path, spec["metrics"]) if "metrics" in spec else list(CLASSIFICATION_METRICS)
+        unscalable = [m.key for m in metrics if not m.key.startswith("test/")]
+        if any(m.temperature_scaling for m in methods) and unscalable:
+            raise ValueError(
+                f"{path}: `temperature_scaling` tabulates the test_ts/ counterparts of test/ metrics; the metrics "
+                f"{unscalable} have none."
+            )
         output_dir = Path(spec.get("output_dir", f"outputs/compare/{path.stem}"))
         return cls(methods, seeds, baseline, output_dir, args, metrics, test_ckpt_path)
+
+    @property
+    def row_names(self) -> list[str]:
+        """The table's rows in order: every method, each followed by its ``+ TS`` row if it asks for one."""
+        return row_names(self.methods)
 
     def run_dir(self, method: Method, seed: int) -> Path:
         """Folder of one run: ``<output_dir>/runs/<method slug>/seed<seed>``."""
         return self.output_dir / "runs" / method.slug / f"seed{seed}"
 
 
+#: The fields of an entry of `methods`.
+_METHOD_FIELDS = {"name", "config", "temperature_scaling"}
+
+
+def row_names(methods: list[Method]) -> list[str]:
+    """Every method's name, each followed by its ``+ TS`` row's name if it has ``temperature_scaling``."""
+    return [name for m in methods for name in (m.name, *([m.scaled_name] if m.temperature_scaling else []))]
+
+
 def _parse_methods(path: Path, entries: list[Any]) -> list[Method]:
     methods = []
     for entry in entries:
-        if not isinstance(entry, dict) or set(entry) != {"name", "config"}:
-            raise ValueError(f"{path}: each entry of `methods` must have exactly `name` and `config`, got {entry!r}.")
+        if not isinstance(entry, dict) or not {"name", "config"} <= set(entry) <= _METHOD_FIELDS:
+            raise ValueError(
+                f"{path}: each entry of `methods` must have `name` and `config` (and optionally "
+                f"`temperature_scaling`), got {entry!r}."
+            )
         config = (path.parent / entry["config"]).resolve()
         if not config.is_file():
             raise FileNotFoundError(f"{path}: the config of method {entry['name']!r} does not exist: {config}")
-        methods.append(Method(str(entry["name"]), config))
+        scaling = entry.get("temperature_scaling", False)
+        if not isinstance(scaling, bool):
+            raise ValueError(
+                f"{path}: `temperature_scaling` of method {entry['name']!r} must be true or false, got {scaling!r}."
+            )
+        methods.append(Method(str(entry["name"]), config, scaling))
     names = [m.name for m in methods]
     slugs = [m.slug for m in methods]
     if len(set(slugs)) != len(slugs):
         raise ValueError(f"{path}: method names must be distinct (also as folder names), got {names}.")
+    rows = row_names(methods)
+    if len(set(rows)) != len(rows):
+        raise ValueError(f"{path}: the table's row names must be distinct, got {rows} (a `+ TS` row names a method).")
     return methods
 
 

@@ -18,7 +18,7 @@ import torch
 from rich.table import Table
 from scipy import stats as scipy_stats
 
-from lightning_skd.compare.sweep import CLASSIFICATION_METRICS, Metric
+from lightning_skd.compare.sweep import CLASSIFICATION_METRICS, Method, Metric, scaled_key
 
 
 @dataclass
@@ -51,6 +51,38 @@ def paired_difference(
         return mean, math.nan, math.nan
     half = float(scipy_stats.t.ppf(0.5 + level / 2, len(diffs) - 1) * diffs.std(ddof=1) / math.sqrt(len(diffs)))
     return mean, mean - half, mean + half
+
+
+def with_temperature_scaling_rows(
+    runs: dict[str, list[dict[str, Any]]], methods: Sequence[Method], metrics: Sequence[Metric]
+) -> dict[str, list[dict[str, Any]]]:
+    """The table's rows: ``runs``, each method with ``temperature_scaling`` followed by its ``+ TS`` row.
+
+    A ``+ TS`` row holds the records of the same runs with the values of the ``test_ts/`` keys under the sweep's
+    ``test/`` keys, so it is summarised, and paired seed by seed with the baseline, like any other row.
+
+    Example:
+        >>> record = {"seed": 0, "metrics": {"test/nll": 0.5, "test_ts/nll": 0.4}}
+        >>> rows = with_temperature_scaling_rows(
+        ...     {"Baseline": [record]}, [Method("Baseline", Path("b.yaml"), True)], [Metric("test/nll", "NLL")]
+        ... )
+        >>> {name: [r["metrics"] for r in records] for name, records in rows.items()}
+        {'Baseline': [{'test/nll': 0.5, 'test_ts/nll': 0.4}], 'Baseline + TS': [{'test/nll': 0.4}]}
+
+    """
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for method in methods:
+        rows[method.name] = runs[method.name]
+        if method.temperature_scaling:
+            rows[method.scaled_name] = [
+                {
+                    **r,
+                    "method": method.scaled_name,
+                    "metrics": {m.key: r["metrics"][scaled_key(m.key)] for m in metrics},
+                }
+                for r in runs[method.name]
+            ]
+    return rows
 
 
 def summarize(

@@ -27,6 +27,7 @@ from lightning_skd.functional.soft_targets import (
     soft_target_cross_entropy,
 )
 from lightning_skd.functional.statistics import SampleStatistics, sample_statistics
+from lightning_skd.functional.temperature import fit_temperature
 
 __all__ = [
     "EmbeddingSKDOutput",
@@ -48,6 +49,7 @@ __all__ = [
     "brier_score",
     "eaurc",
     "expected_calibration_error",
+    "fit_temperature",
     "negative_log_likelihood",
     "overconfidence_error",
     "risk_coverage",

@@ -16,6 +16,7 @@ from lightning_skd.functional.soft_targets import hard_target_cross_entropy
 from lightning_skd.metrics import CalibrationMetrics
 from lightning_skd.models.backbones import build_backbone
 from lightning_skd.models.evaluation_logging import log_evaluation
+from lightning_skd.models.temperature_scaled_metrics import TemperatureScaledMetrics
 from lightning_skd.objectives import objective_from_hparams
 from lightning_skd.regularizers.mixing import BatchMix
 
@@ -30,6 +31,11 @@ class ImageClassifier(pl.LightningModule):
     ``val/`` and ``test/`` (fractions), plus a reliability diagram and a risk-coverage curve at the end of each
     validation / test epoch: sent to the logger when it takes figures (TensorBoard), saved as PNG under
     ``<log_dir>/figures/`` otherwise.
+
+    Temperature scaling (:class:`~lightning_skd.callbacks.TemperatureScaling`): while ``temperature`` is a number
+    (the callback sets it for the test, fitted on :meth:`evaluation_logits` of the validation split), the test also
+    reports the same values of ``logits / temperature`` under ``test_ts/`` (and their figures), the ``test/`` values
+    unchanged.
 
     Batches are ``(images, targets, indices)`` as produced by the DataModules of :mod:`lightning_skd.data`.
 
@@ -89,6 +95,9 @@ class ImageClassifier(pl.LightningModule):
         # numbers of samples, where Lightning's own `sync_dist` mean truncates the summed batch size to an integer.
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
+        #: ``T`` of the ``test_ts/`` metrics (set by TemperatureScaling for a test); ``None``: no scaled metrics.
+        self.temperature: float | None = None
+        self.test_ts_metrics = TemperatureScaledMetrics(self.test_metrics)
 
     def forward(self, images: Tensor) -> Tensor:  # (B, C, H, W) -> (B, num_classes)
         """Logits of a batch of images."""
@@ -120,8 +129,10 @@ class ImageClassifier(pl.LightningModule):
         self._evaluation_step(batch, self.val_metrics, self.val_loss)
 
     def test_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
-        """Accumulate test metrics."""
-        self._evaluation_step(batch, self.test_metrics, self.test_loss)
+        """Accumulate test metrics (and those of ``logits / temperature`` if ``temperature`` is set)."""
+        logits, target = self._evaluation_step(batch, self.test_metrics, self.test_loss)
+        if self.temperature is not None:
+            self.test_ts_metrics.update(logits, target, self.temperature)
 
     def predict_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         """Probabilities ``(B, C)``, targets and sample indices."""
@@ -133,8 +144,15 @@ class ImageClassifier(pl.LightningModule):
         self._log_metrics(self.val_metrics, self.val_loss, "val")
 
     def on_test_epoch_end(self) -> None:
-        """Log and reset the test metrics."""
+        """Log and reset the test metrics (and the ``test_ts/`` ones if ``temperature`` is set)."""
         self._log_metrics(self.test_metrics, self.test_loss, "test")
+        if self.temperature is not None:
+            self._log_metrics(self.test_ts_metrics.calibration, self.test_ts_metrics.loss, "test_ts")
+
+    def evaluation_logits(self, batch: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        """Logits ``(B, C)`` and targets ``(B,)`` of an evaluation batch: what the val / test metrics are made of."""
+        images, target, _ = batch
+        return self(images), target
 
     def configure_optimizers(self) -> Any:
         """The configured optimizer (default: the paper's SGD) and optional epoch-wise LR scheduler."""
@@ -148,11 +166,11 @@ class ImageClassifier(pl.LightningModule):
 
     def _evaluation_step(
         self, batch: tuple[Tensor, Tensor, Tensor], metrics: CalibrationMetrics, loss: MeanMetric
-    ) -> None:
-        images, target, _ = batch
-        logits = self(images)
+    ) -> tuple[Tensor, Tensor]:
+        logits, target = self.evaluation_logits(batch)
         loss.update(hard_target_cross_entropy(logits, target), weight=len(target))
         metrics.update(logits.float().softmax(dim=-1), target)
+        return logits, target
 
     def _log_metrics(self, metrics: CalibrationMetrics, loss: MeanMetric, stage: str) -> None:
         values = {f"{stage}/loss": loss.compute(), **metrics.compute()}

@@ -18,6 +18,7 @@ from lightning_skd.callbacks.prediction_writer import PredictionWriter
 from lightning_skd.functional.soft_targets import hard_target_cross_entropy
 from lightning_skd.models.evaluation_logging import log_evaluation
 from lightning_skd.models.seq2seq.decoding import Hypotheses, beam_search, greedy_decode
+from lightning_skd.models.temperature_scaled_metrics import TemperatureScaledMetrics
 from lightning_skd.models.translation_evaluation import TranslationEvaluation
 from lightning_skd.objectives import _is_real, objective_from_hparams
 
@@ -63,6 +64,11 @@ class Translator(pl.LightningModule):
     ``val_beam_sizes`` / ``test_beam_sizes`` (``bleu_beam<k>``), against ``datamodule.references(split)``. The
     sacreBLEU signature is printed once (rank 0). Validation runs greedy decoding only by default (cheap); test adds
     beam 5.
+
+    Temperature scaling (:class:`~lightning_skd.callbacks.TemperatureScaling`): while ``temperature`` is a number
+    (the callback sets it for the test, fitted on the teacher-forced :meth:`evaluation_logits` of the validation
+    split), the test also reports ``loss`` and the token calibration metrics of ``logits / temperature`` under
+    ``test_ts/``; BLEU is not rescored (greedy decoding does not depend on ``T``; beam search would).
 
     Predict: the hypotheses of greedy decoding (``predict_beam_size=1``) or beam search, as ``tokens`` (right-padded
     with ``pad_id``), ``lengths``, ``log_prob`` and ``index``; ``lightning-skd predict`` merges them in input order
@@ -173,6 +179,8 @@ class Translator(pl.LightningModule):
         self.model: nn.Module | None = None
         self._signature_logged = False
         self._references: dict[str, list[str]] = {}
+        #: ``T`` of the ``test_ts/`` token metrics (set by TemperatureScaling for a test); ``None``: none.
+        self.temperature: float | None = None
         if all(self.hparams[name] is not None for name in _DATA_ATTRIBUTES):
             self._build()
 
@@ -191,6 +199,7 @@ class Translator(pl.LightningModule):
         common = {"num_classes": hp.tgt_vocab_size, "n_bins": hp.n_bins, "bleu_tokenize": hp.bleu_tokenize}
         self.val_metrics = TranslationEvaluation("val", beam_sizes=hp.val_beam_sizes, **common)
         self.test_metrics = TranslationEvaluation("test", beam_sizes=hp.test_beam_sizes, **common)
+        self.test_ts_metrics = TemperatureScaledMetrics(self.test_metrics.calibration)
 
     @override
     def setup(self, stage: str) -> None:
@@ -278,9 +287,15 @@ class Translator(pl.LightningModule):
         decode_target = self.trainer.datamodule.decode_target
         return [decode_target(row[:length].tolist()) for row, length in zip(tokens, lengths.tolist(), strict=True)]
 
-    def _evaluation_step(self, batch: dict[str, Any], metrics: TranslationEvaluation, split: str) -> None:
-        inputs, target, index = batch["input"], batch["target"], batch["index"]
-        logits = self(inputs)  # (B, T, V)
+    def evaluation_logits(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """Teacher-forced logits ``(B, T, V)`` and targets ``(B, T)`` (padding ``-100``) of an evaluation batch."""
+        return self(batch["input"]), batch["target"]
+
+    def _evaluation_step(
+        self, batch: dict[str, Any], metrics: TranslationEvaluation, split: str
+    ) -> tuple[Tensor, Tensor]:
+        inputs, index = batch["input"], batch["index"]
+        logits, target = self.evaluation_logits(batch)  # (B, T, V), (B, T)
         token_nll = hard_target_cross_entropy(logits, target, reduction="none")  # (B, T), 0 at padding
         metrics.update_tokens(logits, target, token_nll[target != IGNORE_INDEX])
         references = self._split_references(split)
@@ -289,6 +304,7 @@ class Translator(pl.LightningModule):
             hypotheses = self.decode(inputs, beam_size)
             name = "bleu" if beam_size == 1 else f"bleu_beam{beam_size}"
             metrics.update_bleu(name, self.detokenize(hypotheses.tokens, hypotheses.lengths), batch_references)
+        return logits, target
 
     def _split_references(self, split: str) -> list[str]:
         if split not in self._references:
@@ -324,13 +340,17 @@ class Translator(pl.LightningModule):
 
     @override
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """Token metrics under teacher forcing; BLEU of greedy and ``test_beam_sizes`` decoding."""
-        self._evaluation_step(batch, self.test_metrics, "test")
+        """Token metrics under teacher forcing (also of ``logits / temperature`` if set); BLEU of greedy and beams."""
+        logits, target = self._evaluation_step(batch, self.test_metrics, "test")
+        if self.temperature is not None:
+            self.test_ts_metrics.update(logits, target, self.temperature)
 
     @override
     def on_test_epoch_end(self) -> None:
-        """Log the ``test/*`` values."""
+        """Log the ``test/*`` values (and the ``test_ts/*`` ones if ``temperature`` is set)."""
         self._log_metrics(self.test_metrics)
+        if self.temperature is not None:
+            log_evaluation(self, self.test_ts_metrics.compute(), reset=[self.test_ts_metrics])
 
     # ----------------------------------------------------------------------------------------------------------------
     # predict
