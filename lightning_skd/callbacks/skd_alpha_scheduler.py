@@ -9,6 +9,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_warn
 from typing_extensions import override
 
+from lightning_skd._warnings import LightningSKDWarning
 from lightning_skd.functional.embedding_skd import check_schedule_args, skd_alpha
 from lightning_skd.losses.embedding_skd import EmbeddingSKDLoss
 
@@ -156,7 +157,8 @@ class SKDAlphaScheduler(Callback):
         if saved != (self.warmup_steps, self.eta, self.max_alpha):
             rank_zero_warn(
                 f"SKDAlphaScheduler: the checkpoint's schedule (warmup_steps, eta, max_alpha) = {saved} differs from "
-                f"the configured {(self.warmup_steps, self.eta, self.max_alpha)}; continuing with the configured one."
+                f"the configured {(self.warmup_steps, self.eta, self.max_alpha)}; continuing with the configured one.",
+                category=LightningSKDWarning,
             )
             self.alpha = self.alpha_at(int(state_dict["step"]))
         else:

@@ -10,6 +10,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset
 
+from lightning_skd._warnings import LightningSKDWarning
 from lightning_skd.data.samplers import evaluation_sampler
 
 
@@ -66,7 +67,9 @@ def stratified_split(targets: Sequence[int] | np.ndarray, sizes: Sequence[int], 
                 remaining, test_size=size, random_state=seed, stratify=targets[remaining]
             )
         except ValueError as err:  # a class with a single sample, or fewer held-out samples than classes
-            rank_zero_warn(f"stratified_split: falling back to a non-stratified random split ({err})")
+            rank_zero_warn(
+                f"stratified_split: falling back to a non-stratified random split ({err})", category=LightningSKDWarning
+            )
             remaining, part = train_test_split(remaining, test_size=size, random_state=seed)
         parts.append(np.sort(part))
     return [np.sort(remaining), *parts]
@@ -116,7 +119,9 @@ class ClassificationDataModule(LightningDataModule):
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"{owner}: `seed` must be an integer, got {seed!r}")
         if persistent_workers and num_workers == 0:
-            rank_zero_warn(f"{owner}: `persistent_workers=True` needs `num_workers > 0`; ignoring it")
+            rank_zero_warn(
+                f"{owner}: `persistent_workers=True` needs `num_workers > 0`; ignoring it", category=LightningSKDWarning
+            )
             persistent_workers = False
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size if eval_batch_size is not None else batch_size

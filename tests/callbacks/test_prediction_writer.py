@@ -9,6 +9,7 @@ from lightning_skd.models import ImageClassifier
 
 
 def test_prediction_writer_single_process_writes_rows_in_index_order(tmp_path):
+    torch.manual_seed(0)
     writer = PredictionWriter(output_dir=tmp_path / "out")
     trainer = pl.Trainer(
         accelerator="cpu", logger=False, callbacks=[writer], enable_progress_bar=False, limit_predict_batches=3

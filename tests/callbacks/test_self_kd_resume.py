@@ -65,6 +65,7 @@ def test_self_kd_callback_resume_after_epoch_equals_uninterrupted(mode, tmp_path
     torch.testing.assert_close(resumed_model.linear.weight, full_model.linear.weight)
 
 
+@pytest.mark.filterwarnings("ignore:You.re resuming from a checkpoint that ended before the epoch ended")  # on purpose
 def test_self_kd_callback_resume_mid_epoch_never_uses_current_epoch_predictions(tmp_path):
     mid_epoch = ModelCheckpoint(dirpath=tmp_path / "full", save_top_k=-1, every_n_train_steps=2, filename="{step}")
     full_model, _ = fit("cache", tmp_path / "full", max_epochs=3, checkpoint=mid_epoch)

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from lightning_skd._warnings import LightningSKDWarning
 from lightning_skd.callbacks import SKDAlphaScheduler
 from lightning_skd.losses import EmbeddingSKDLoss
 
@@ -103,7 +104,7 @@ def test_skd_alpha_scheduler_survives_a_checkpoint_round_trip(tmp_path):
 
 def test_skd_alpha_scheduler_warns_when_the_resumed_schedule_differs():
     scheduler = SKDAlphaScheduler(warmup_steps=10, eta=0.1)
-    with pytest.warns(UserWarning, match="differs from the configured"):
+    with pytest.warns(LightningSKDWarning, match="differs from the configured"):
         scheduler.load_state_dict({"warmup_steps": 2, "eta": 0.1, "max_alpha": 1.0, "step": 12, "alpha": 1.0})
     assert scheduler.alpha == pytest.approx(0.2)  # the configured schedule at the saved step
 

@@ -3,6 +3,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
+from lightning_skd._warnings import LightningSKDWarning
 from lightning_skd.data.base import ClassificationDataModule, stratified_split
 from lightning_skd.data.indexed import IndexedDataset
 
@@ -38,7 +39,7 @@ def test_stratified_split_is_deterministic_per_seed():
 
 def test_stratified_split_falls_back_to_random_split_with_warning():
     targets = np.arange(10)  # one sample per class: cannot stratify
-    with pytest.warns(UserWarning, match="non-stratified"):
+    with pytest.warns(LightningSKDWarning, match="non-stratified"):
         rest, held_out = stratified_split(targets, [3], seed=0)
     assert (len(rest), len(held_out)) == (7, 3)
 
@@ -64,7 +65,7 @@ def test_classification_datamodule_loader_before_setup_raises():
 
 
 def test_classification_datamodule_ignores_persistent_workers_without_workers():
-    with pytest.warns(UserWarning, match="persistent_workers"):
+    with pytest.warns(LightningSKDWarning, match="persistent_workers"):
         dm = _TinyDataModule(persistent_workers=True, num_workers=0)
     assert dm.persistent_workers is False
 

@@ -297,6 +297,7 @@ class _Recorder:
         return Recorder()
 
 
+@pytest.mark.filterwarnings("ignore:You passed in a `val_dataloader` but have no `validation_step`")
 def test_parallel_text_runs_under_a_trainer_with_epoch_reshuffle_and_predict(toy):
     import pytorch_lightning as pl
 

@@ -39,13 +39,14 @@ def test_negative_log_likelihood_from_logits_equals_cross_entropy():
     target[5::7] = -100
     expected = F.cross_entropy(logits, target, ignore_index=-100)
     got = negative_log_likelihood(logits, target, ignore_index=-100, from_logits=True)
-    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+    # cross_entropy averages in float32 (its own summation order), negative_log_likelihood in float64
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
     for dtype in (torch.float16, torch.bfloat16):
         low = logits.to(dtype)
         expected_low = F.cross_entropy(low.float(), target, ignore_index=-100)
         got_low = negative_log_likelihood(low, target, ignore_index=-100, from_logits=True)
         assert got_low.dtype == torch.float32
-        assert got_low.item() == pytest.approx(expected_low.item(), rel=1e-6)
+        assert got_low.item() == pytest.approx(expected_low.item(), rel=1e-5)
 
 
 def test_negative_log_likelihood_ignore_index_single_sample_and_empty():

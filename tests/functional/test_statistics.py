@@ -78,7 +78,8 @@ def test_sample_statistics_from_logits_matches_softmax_probabilities():
     target = torch.randint(0, 8, (100,), generator=gen)
     from_logits = sample_statistics(logits, target, from_logits=True)
     from_probs = sample_statistics(logits.softmax(1), target)
-    assert torch.allclose(from_logits.confidence, from_probs.confidence, rtol=1e-6, atol=0)
+    # exp(max log_softmax) against max softmax: two kernels (vectorised differently per CPU), a few ulps apart
+    assert torch.allclose(from_logits.confidence, from_probs.confidence, rtol=1e-5, atol=0)
     assert torch.allclose(from_logits.target_log_prob, from_probs.target_log_prob, rtol=1e-5, atol=1e-6)
     assert torch.equal(from_logits.target_rank, from_probs.target_rank)
 

@@ -81,7 +81,7 @@ def test_embedding_skd_loss_sends_no_gradient_to_weight_through_q_n():
     EmbeddingSKDLoss(sigma=0.1)(logits, targets, weight).backward()
     assert weight.grad is None
     # W still learns through the logits it produces (the softmax layer), as with plain cross-entropy.
-    hidden = torch.randn(2, 4, 3, requires_grad=True)
+    hidden = torch.randn(2, 4, 3, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
     EmbeddingSKDLoss(sigma=0.1)(hidden @ weight.T, targets, weight).backward()
     assert weight.grad is not None and float(weight.grad.abs().sum()) > 0
 
@@ -92,10 +92,11 @@ def test_embedding_skd_loss_auto_sigma_is_recomputed_on_schedule():
     assert math.isnan(float(loss_fn.sigma))
     loss_fn(logits, targets, weight, step=0)
     expected = math.log(2) / float(mean_nearest_neighbour_distance(weight))
-    assert float(loss_fn.sigma) == pytest.approx(expected, rel=1e-6)
+    # cdist in chunks of 4 rows inside the loss, in one chunk here; sigma is then stored in float32
+    assert float(loss_fn.sigma) == pytest.approx(expected, rel=1e-5)
     moved = weight * 3
     loss_fn(logits, targets, moved, step=9)  # not due yet
-    assert float(loss_fn.sigma) == pytest.approx(expected, rel=1e-6)
+    assert float(loss_fn.sigma) == pytest.approx(expected, rel=1e-5)
     loss_fn(logits, targets, moved, step=10)  # due
     assert float(loss_fn.sigma) == pytest.approx(expected / 3, rel=1e-5)
     assert loss_fn.sigma_step == 10

@@ -139,6 +139,7 @@ def test_detector_refuses_data_with_other_classes(assets, tmp_path):
 
 
 def test_detector_predicts_boxes_scores_labels(assets):
+    torch.manual_seed(0)  # the detection heads' initial weights and the image
     backbone, _ = assets
     model = Detector(str(backbone), fpn=True, **{**SMALL_DETECTOR_KWARGS, "box_score_thresh": 0.0}).eval()
     (out,) = model([torch.rand(3, 96, 128)])

@@ -146,6 +146,7 @@ def test_language_model_skd_needs_the_alpha_scheduler(tmp_path):
 
 
 def test_language_model_checkpoint_reloads_without_the_datamodule(tmp_path):
+    torch.manual_seed(0)
     datamodule = TextLMDataModule(data_dir=str(write_corpus(tmp_path / "data")), batch_size=16)
     model = LanguageModel(**SMALL, skd=True)
     trainer = make_trainer(tmp_path, [SKDAlphaScheduler(warmup_steps=1, eta=0.5)], max_steps=3, limit_val_batches=1)
