@@ -8,9 +8,12 @@ subpackages (``lightning_skd.models``, ``.data``, ``.metrics``, ``.callbacks.tea
 * :class:`IndexedDataset` -- adds each sample's index to its batch, as cache mode needs.
 * :class:`EmbeddingSKDLoss` and :class:`SKDAlphaScheduler` -- SKD for sequence tasks from the output word embeddings
   (Hahn & Choi).
-* :class:`CalibrationMetrics` -- ECE, AURC, E-AURC, NLL and top-k error as one torchmetrics collection, DDP-correct.
+* :class:`CalibrationMetrics` -- ECE (and its over/under-confidence split), adaptive ECE, Brier, AURC, E-AURC, NLL and
+  top-k error as one torchmetrics collection, DDP-correct.
+* :class:`LightningSKDWarning` -- the category of every warning the library emits.
 """
 
+from lightning_skd._warnings import LightningSKDWarning
 from lightning_skd.callbacks.alpha_schedules import AlphaSchedule, ConstantAlpha, LinearAlpha, StepAlpha
 from lightning_skd.callbacks.self_kd import SelfKDCallback, self_kd_loss
 from lightning_skd.callbacks.skd_alpha_scheduler import SKDAlphaScheduler
@@ -24,6 +27,7 @@ __all__ = [
     "ConstantAlpha",
     "EmbeddingSKDLoss",
     "IndexedDataset",
+    "LightningSKDWarning",
     "LinearAlpha",
     "SKDAlphaScheduler",
     "SelfKDCallback",

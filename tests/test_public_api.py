@@ -8,6 +8,7 @@ def test_top_level_api_is_exactly_what_a_user_needs_in_their_own_code():
         "ConstantAlpha",
         "EmbeddingSKDLoss",
         "IndexedDataset",
+        "LightningSKDWarning",
         "LinearAlpha",
         "SKDAlphaScheduler",
         "SelfKDCallback",

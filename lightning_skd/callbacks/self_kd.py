@@ -20,6 +20,7 @@ from torch import Tensor
 from typing_extensions import override
 
 from lightning_skd._constants import IGNORE_INDEX
+from lightning_skd._warnings import LightningSKDWarning
 from lightning_skd.callbacks._checkpoint_format import migrate_self_kd_state
 from lightning_skd.callbacks._statistics import EpochStatistics
 from lightning_skd.callbacks.alpha_schedules import NAMED_SCHEDULES, AlphaSchedule
@@ -418,7 +419,8 @@ class SelfKDCallback(Callback):
                 f"SelfKDCallback: in epoch {trainer.current_epoch}, {int(summary['nonfinite_rows'])} rows of the "
                 f"model's predictions were non-finite (NaN/inf) and were not kept as teachers, and "
                 f"{int(summary['nonfinite_teacher_rows'])} non-finite teacher rows were not used (those rows trained "
-                "on their hard label). Check the learning rate, gradient clipping or mixed-precision loss scaling."
+                "on their hard label). Check the learning rate, gradient clipping or mixed-precision loss scaling.",
+                category=LightningSKDWarning,
             )
         if not self._warned_teacher_worse and self.teacher_is_worse(summary, teacher_rows):
             self._warned_teacher_worse = True
@@ -429,7 +431,8 @@ class SelfKDCallback(Callback):
                 "Distilling from a teacher clearly worse than the student tends to hurt accuracy and calibration. "
                 "Try a later start (schedule=LinearAlpha(alpha_T, start_epoch=...)), a smaller alpha_T, or the other "
                 "teacher (the other `mode`; for a snapshot of a model with BatchNorm, snapshot_batch_norm='batch'). "
-                "This warning is shown once."
+                "This warning is shown once.",
+                category=LightningSKDWarning,
             )
         self._finish_epoch(trainer, pl_module)
 

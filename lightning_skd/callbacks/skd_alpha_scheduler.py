@@ -132,7 +132,8 @@ class SKDAlphaScheduler(Callback):
                 f"{int(mismatched)} mislabelled training tokens while alpha = {self.alpha:.3g}: the SKD target is a "
                 "fixed split between the label and the predicted word, whatever their embedding distance (sigma is "
                 "too small for these embeddings). Use sigma='auto' (q_n = 0.5 at the mean nearest-neighbour "
-                "distance) or a larger sigma."
+                "distance) or a larger sigma.",
+                category=LightningSKDWarning,
             )
 
     def q_n_is_degenerate(self, clipped_fraction: float, mismatched: float) -> bool:

@@ -15,6 +15,7 @@ from torch.utils.data import DistributedSampler
 from typing_extensions import override
 
 from lightning_skd._constants import IGNORE_INDEX
+from lightning_skd._warnings import LightningSKDWarning
 from lightning_skd.functional.temperature import check_temperature_bounds, fit_temperature
 
 __all__ = ["TemperatureScaling"]
@@ -123,7 +124,8 @@ class TemperatureScaling(Callback):
                     "every validation prediction is right: the sharpest T wins)"
                     if self.temperature == self.min_temperature
                     else "the logits are no better than uniform on the validation split)"
-                )
+                ),
+                category=LightningSKDWarning,
             )
         rank_zero_info(f"TemperatureScaling: T = {self.temperature:.6g} (fitted on the validation split)")
 

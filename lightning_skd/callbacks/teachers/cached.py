@@ -12,6 +12,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from lightning_skd._warnings import LightningSKDWarning
 from lightning_skd.callbacks._distributed import all_gather_rows
 from lightning_skd.callbacks.memmap_prediction_table import MemmapPredictionTable
 from lightning_skd.callbacks.prediction_table import (
@@ -202,7 +203,8 @@ class CachedTeacher(Teacher):
                 f"SelfKDCallback: the checkpoint was taken during epoch {trainer.current_epoch}; {written} {unit} "
                 "already hold their prediction of this epoch. If the restarted epoch meets them again they are "
                 "trained on their hard label (their epoch-(t-1) prediction was overwritten) and keep that prediction. "
-                "Resume from an end-of-epoch checkpoint for bit-exact Self-KD."
+                "Resume from an end-of-epoch checkpoint for bit-exact Self-KD.",
+                category=LightningSKDWarning,
             )
 
     def _check_samples(self, cached_samples: int, resumed: bool) -> None:
