@@ -120,18 +120,6 @@ class OverconfidenceError(_ConfidenceBinsMetric):
 
     """
 
-    def __init__(
-        self,
-        n_bins: int = 15,
-        ignore_index: int | None = None,
-        from_logits: bool = False,
-        validate_args: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            n_bins=n_bins, ignore_index=ignore_index, from_logits=from_logits, validate_args=validate_args, **kwargs
-        )
-
     def compute(self) -> Tensor:
         """Over-confidence error of everything seen since the last reset (``nan`` if nothing), as float32."""
         over, _ = _calibration_split_compute(self.bin_count, self.bin_confidence_sum, self.bin_correct_sum)
@@ -161,18 +149,6 @@ class UnderconfidenceError(_ConfidenceBinsMetric):
         tensor(0.1000)
 
     """
-
-    def __init__(
-        self,
-        n_bins: int = 15,
-        ignore_index: int | None = None,
-        from_logits: bool = False,
-        validate_args: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            n_bins=n_bins, ignore_index=ignore_index, from_logits=from_logits, validate_args=validate_args, **kwargs
-        )
 
     def compute(self) -> Tensor:
         """Under-confidence error of everything seen since the last reset (``nan`` if nothing), as float32."""
