@@ -359,6 +359,7 @@ class SelfKDCallback(Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Start the teacher (the module's own setup has run: some modules build their layers there)."""
         self.teacher.start(trainer, pl_module)
+        self._statistics = EpochStatistics(pl_module.device)  # a mid-epoch restart skips on_train_epoch_start
 
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

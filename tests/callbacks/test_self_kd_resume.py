@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from lightning_skd import SelfKDCallback
+from lightning_skd import LightningSKDWarning, SelfKDCallback
 
 from .helpers import RecordingClassifier
 
@@ -72,7 +72,7 @@ def test_self_kd_callback_resume_mid_epoch_never_uses_current_epoch_predictions(
     checkpoint = tmp_path / "full" / "step=4.ckpt"  # after the first of three steps of epoch 1 (0-based)
     assert torch.load(checkpoint, weights_only=False)["epoch"] == 1
 
-    with pytest.warns(UserWarning, match="checkpoint was taken during epoch 1"):
+    with pytest.warns(LightningSKDWarning, match="checkpoint was taken during epoch 1"):
         resumed_model, _ = fit("cache", tmp_path / "resumed", 3, ckpt_path=str(checkpoint))
 
     # Lightning restarts the interrupted epoch with a fresh iterator: some samples are met twice, others not at all.

@@ -75,11 +75,13 @@ class CachedTeacher(Teacher):
         self.layout: SampleKeys | TokenKeys | None = None
         self.num_samples: int | None = None
         self._restored_memmap: dict[str, Any] | None = None  # a checkpoint's on-disk table, opened in start()
+        self._check_resumed_epoch = False  # a restored in-memory table: check the restarted epoch's rows
         self._rank = 0
 
     def reset(self) -> None:
         """Forget an earlier fit's table."""
         self.table, self.layout, self._restored_memmap = None, None, None
+        self._check_resumed_epoch = False
 
     def start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Size from the training set; open a resumed checkpoint's table."""
@@ -101,6 +103,9 @@ class CachedTeacher(Teacher):
 
     def rows(self, trainer: pl.Trainer, batch: BatchRows) -> TeacherRows | None:
         """The stored predictions of the batch's rows from earlier epochs."""
+        if self._check_resumed_epoch:  # Lightning skips on_train_epoch_start when it restarts mid-epoch
+            self._check_resumed_epoch = False
+            self._warn_if_resumed_mid_epoch(trainer.current_epoch)
         index = self._index(batch)
         if self.table is None:
             check_index_range(index, self.num_samples)  # at step 0, before the table exists
@@ -196,14 +201,21 @@ class CachedTeacher(Teacher):
             self.table.restore(state)
             return
         self.table.to(torch.device(self.device) if self.device is not None else pl_module.device)
-        written = self.table.rows_written_in(trainer.current_epoch)
+        self._check_resumed_epoch = True  # at the first batch: the epoch that restarts is known then
+
+    def _warn_if_resumed_mid_epoch(self, epoch: int) -> None:
+        """An in-memory table whose rows already hold the restarted epoch's predictions: the resume is not exact.
+
+        (A memory-mapped table never has them: the epoch's partial generation is dropped when it is reopened.)
+        """
+        written = self.table.rows_written_in(epoch)
         if written:
             unit = "target tokens" if isinstance(self.layout, TokenKeys) else "samples"
             rank_zero_warn(
-                f"SelfKDCallback: the checkpoint was taken during epoch {trainer.current_epoch}; {written} {unit} "
-                "already hold their prediction of this epoch. If the restarted epoch meets them again they are "
-                "trained on their hard label (their epoch-(t-1) prediction was overwritten) and keep that prediction. "
-                "Resume from an end-of-epoch checkpoint for bit-exact Self-KD.",
+                f"SelfKDCallback: the checkpoint was taken during epoch {epoch}; {written} {unit} already hold their "
+                "prediction of this epoch. If the restarted epoch meets them again they are trained on their hard "
+                "label (their epoch-(t-1) prediction was overwritten) and keep that prediction. Resume from an "
+                "end-of-epoch checkpoint for bit-exact Self-KD.",
                 category=LightningSKDWarning,
             )
 
