@@ -47,7 +47,7 @@ class TemperatureScaledMetrics(nn.Module):
         >>> values["test_ts/loss"], round((math.log(1 + 2 / math.e) + math.log(math.e + 2)) / 2, 4)
         (1.0514, 1.0514)
         >>> values["test_ts/top1_err"], sorted(values)[:3]
-        (0.5, ['test_ts/aurc', 'test_ts/eaurc', 'test_ts/ece'])
+        (0.5, ['test_ts/adaptive_ece', 'test_ts/aurc', 'test_ts/brier'])
 
     """
 

@@ -61,7 +61,22 @@ def test_cli_fit_then_test_logs_the_temperature_and_every_test_metric_again_unde
     main(["test", "--config", str(CONFIG), f"--ckpt_path={checkpoint}", *logger_args(root, "test"), *QUIET_ARGS])
     values = {key: series[-1] for key, series in logged(root / "logs" / "test").items()}
     unscaled = {key for key in values if key.startswith("test/")} - {"test/temperature"}
-    assert unscaled == {f"test/{name}" for name in ("loss", "nll", "ece", "aurc", "eaurc", "top1_err", "top5_err")}
+    assert unscaled == {
+        f"test/{name}"
+        for name in (
+            "loss",
+            "nll",
+            "ece",
+            "oce",
+            "uce",
+            "adaptive_ece",
+            "brier",
+            "aurc",
+            "eaurc",
+            "top1_err",
+            "top5_err",
+        )
+    }
     assert {key for key in values if key.startswith("test_ts/")} == {k.replace("test/", "test_ts/") for k in unscaled}
     assert 0.01 < values["test/temperature"] < 100.0
     assert values["test_ts/top1_err"] == values["test/top1_err"]  # T > 0 keeps the arg-max
@@ -139,7 +154,9 @@ def test_translator_token_metrics_are_scaled_and_bleu_is_left_alone(tmp_path):
             target.append(batch_target[batch_target != -100])
     assert callback.temperature == pytest.approx(fit_temperature(torch.cat(logits), torch.cat(target)), rel=1e-12)
     scaled = {key.removeprefix("test_ts/") for key in values if key.startswith("test_ts/")}
-    assert scaled == {"loss", "nll", "ece", "aurc", "eaurc", "top1_err", "top5_err"}  # no BLEU
+    assert scaled == set(
+        ("loss", "nll", "ece", "oce", "uce", "adaptive_ece", "brier", "aurc", "eaurc", "top1_err", "top5_err")
+    )  # no BLEU
     assert values["test_ts/top1_err"] == values["test/top1_err"]
     assert "test/bleu" in values
 
