@@ -8,8 +8,7 @@ from lightning_skd import SelfKDCallback
 from lightning_skd.callbacks import ConstantAlpha, LinearAlpha, StepAlpha
 from lightning_skd.callbacks.teachers.snapshot import make_frozen_copy
 from lightning_skd.functional import soft_target_cross_entropy
-
-from .helpers import RecordingClassifier, indexed_loader, trainer
+from tests.helpers.callbacks import RecordingClassifier, indexed_loader, trainer
 
 NUM_CLASSES = 4
 

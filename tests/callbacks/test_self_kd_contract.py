@@ -36,8 +36,7 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 from lightning_skd import SelfKDCallback, self_kd_loss
 from lightning_skd.callbacks.prediction_table import PredictionTable, TeacherRows
 from lightning_skd.regularizers.mixing import MixInfo
-
-from .helpers import trainer
+from tests.helpers.callbacks import trainer
 
 IGNORE = -100
 EPOCHS = 2

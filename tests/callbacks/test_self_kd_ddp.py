@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.multiprocess import run_command
+from tests.helpers.multiprocess import run_command
 
 from .ddp_self_kd_script import NUM_CLASSES, known_logits, known_token_logits, token_lengths, token_targets
 

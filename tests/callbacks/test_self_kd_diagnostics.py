@@ -7,7 +7,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 
 from lightning_skd import LinearAlpha, SelfKDCallback
-from tests.callbacks.helpers import TableClassifier, table_loader, trainer
+from tests.helpers.callbacks import TableClassifier, table_loader, trainer
 
 NUM_SAMPLES, NUM_CLASSES = 64, 4
 

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 
 from lightning_skd import SelfKDCallback, self_kd_loss
 from lightning_skd.regularizers import MixInfo
+from tests.helpers.multiprocess import run_command
 
-from ..multiprocess import run_command
 from .mix_self_kd_script import NUM_CLASSES, known_logits
 
 SCRIPT = Path(__file__).with_name("mix_self_kd_script.py")

@@ -9,8 +9,7 @@ from pytorch_lightning.strategies import DeepSpeedStrategy, FSDPStrategy
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_skd import SelfKDCallback
-
-from .helpers import RecordingClassifier, indexed_loader, trainer
+from tests.helpers.callbacks import RecordingClassifier, indexed_loader, trainer
 
 
 def epoch1_soft_targets(tmp_path, **kwargs) -> dict[int, torch.Tensor]:

@@ -10,8 +10,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from lightning_skd import SelfKDCallback
-
-from .helpers import RecordingClassifier
+from tests.helpers.callbacks import RecordingClassifier
 
 NUM_SAMPLES, NUM_CLASSES = 12, 4
 

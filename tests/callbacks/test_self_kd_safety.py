@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from lightning_skd import SelfKDCallback, self_kd_loss
 from lightning_skd.callbacks import SelfKDBatch
 from lightning_skd.functional.soft_targets import self_kd_targets, soft_target_cross_entropy
-from tests.callbacks.helpers import RecordingClassifier, TableClassifier, indexed_loader, table_loader, trainer
+from tests.helpers.callbacks import RecordingClassifier, TableClassifier, indexed_loader, table_loader, trainer
 
 NUM_SAMPLES, NUM_CLASSES = 8, 4
 

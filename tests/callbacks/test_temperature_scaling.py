@@ -17,8 +17,8 @@ from lightning_skd.data import DigitsDataModule, ParallelTextDataModule, write_s
 from lightning_skd.functional import fit_temperature
 from lightning_skd.models import ImageClassifier, Translator
 from lightning_skd.models.seq2seq import TransformerSeq2Seq
-from tests.ddp.helpers import CONFIGS, logged, logger_args
-from tests.multiprocess import QUIET_ARGS, run_command
+from tests.helpers.ddp import CONFIGS, logged, logger_args
+from tests.helpers.multiprocess import QUIET_ARGS, run_command
 
 from .ddp_temperature_scaling_script import run
 

@@ -9,7 +9,7 @@ from lightning_skd import SelfKDCallback
 from lightning_skd.callbacks.prediction_table import TeacherRows
 from lightning_skd.callbacks.teachers import BatchRows, Teacher
 from lightning_skd.callbacks.teachers.snapshot import make_frozen_copy
-from tests.callbacks.helpers import RecordingClassifier, indexed_loader, trainer
+from tests.helpers.callbacks import RecordingClassifier, indexed_loader, trainer
 
 
 class EMATeacher(Teacher):

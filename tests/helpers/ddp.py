@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from lightning_skd.cli import SelfKDCLI
-from tests.multiprocess import REPO, run_cli
+from tests.helpers.multiprocess import REPO, run_cli
 
 CONFIGS = REPO / "configs"
 
