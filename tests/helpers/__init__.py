@@ -7,4 +7,5 @@ tests/conftest.py.
 - ``multiprocess``: ``run_command``/``run_cli`` with a hard timeout that prints every process's stack on a hang.
 - ``reference_metrics``: plain reference implementations of the metrics.
 - ``seq2seq``: a toy language pair and tiny seq2seq models.
+- ``trainer``: ``quiet_trainer``, the one Trainer factory of the tests (also the ``trainer_factory`` fixture).
 """
