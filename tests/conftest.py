@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers.trainer import quiet_trainer
+
 
 @pytest.fixture(autouse=True)
 def _seed_global_generators():
@@ -27,3 +29,10 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def trainer_factory():
+    """:func:`tests.helpers.trainer.quiet_trainer`: ``trainer_factory(callbacks, max_epochs=3, **kwargs)``, a CPU
+    Trainer without logger, checkpointing, progress bar or model summary unless ``kwargs`` overrides them."""
+    return quiet_trainer

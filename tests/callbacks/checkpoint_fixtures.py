@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from lightning_skd import SelfKDCallback, self_kd_loss
+from tests.helpers.trainer import quiet_trainer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "self_kd_v0"
 NUM_SAMPLES, NUM_CLASSES, MAX_TOKENS = 12, 5, 4
@@ -74,15 +75,7 @@ def fit(case: str, root: Path, ckpt_path: str | Path | None = None) -> tuple[Tab
     kwargs, tokens = CASES[case]
     model, callback = Table(tokens), SelfKDCallback(**kwargs)
     checkpoint = ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_epochs=1, filename="{epoch}")
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_epochs=EPOCHS,
-        callbacks=[callback, checkpoint],
-        default_root_dir=root,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer([callback, checkpoint], max_epochs=EPOCHS, default_root_dir=root, enable_checkpointing=True)
     trainer.fit(model, loader(tokens), ckpt_path=ckpt_path)
     return model, callback
 

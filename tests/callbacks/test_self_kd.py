@@ -8,8 +8,8 @@ from lightning_skd import SelfKDCallback
 from lightning_skd.callbacks import ConstantAlpha, LinearAlpha, StepAlpha
 from lightning_skd.callbacks.teachers.snapshot import make_frozen_copy
 from lightning_skd.functional import soft_target_cross_entropy
-
-from .helpers import RecordingClassifier, indexed_loader, trainer
+from tests.helpers.callbacks import RecordingClassifier, indexed_loader
+from tests.helpers.trainer import quiet_trainer
 
 NUM_CLASSES = 4
 
@@ -28,7 +28,7 @@ def test_self_kd_callback_cache_mode_uses_previous_epoch_prediction_of_same_inde
     loader = indexed_loader()
     model = RecordingClassifier()
     callback = SelfKDCallback(mode="cache", alpha_T=0.6)
-    trainer([callback], max_epochs=3).fit(model, loader)
+    quiet_trainer([callback], max_epochs=3).fit(model, loader)
 
     labels = labels_by_index(loader)
     for epoch in (1, 2):
@@ -43,7 +43,7 @@ def test_self_kd_callback_first_epoch_is_plain_cross_entropy():
     pl.seed_everything(0)
     loader = indexed_loader()
     model = RecordingClassifier()
-    trainer([SelfKDCallback()], max_epochs=2).fit(model, loader)
+    quiet_trainer([SelfKDCallback()], max_epochs=2).fit(model, loader)
     labels = labels_by_index(loader)
     for i, soft in model.targets_by_epoch[0].items():
         torch.testing.assert_close(soft, F.one_hot(torch.tensor(labels[i]), NUM_CLASSES).float())
@@ -54,7 +54,7 @@ def test_self_kd_callback_snapshot_mode_uses_end_of_previous_epoch_weights():
     loader = indexed_loader()
     model = RecordingClassifier()
     callback = SelfKDCallback(mode="snapshot", alpha_T=0.8)
-    trainer([callback], max_epochs=3).fit(model, loader)
+    quiet_trainer([callback], max_epochs=3).fit(model, loader)
 
     inputs, target, index = loader.dataset.tensors
     for epoch in (1, 2):
@@ -79,7 +79,7 @@ def test_self_kd_callback_loss_is_cross_entropy_against_soft_targets():
             expected.append(soft_target_cross_entropy(self(inputs).detach(), callback.soft_targets(target)))
             return loss
 
-    trainer([SelfKDCallback(alpha_T=0.9)], max_epochs=3).fit(Checking(), indexed_loader())
+    quiet_trainer([SelfKDCallback(alpha_T=0.9)], max_epochs=3).fit(Checking(), indexed_loader())
     torch.testing.assert_close(torch.stack(losses), torch.stack(expected))
 
 
@@ -93,7 +93,7 @@ def test_self_kd_callback_logs_alpha_of_each_epoch(mode):
             alphas.append((float(metrics["skd/alpha_scheduled"]), float(metrics["skd/alpha"])))
 
     pl.seed_everything(0)
-    trainer([SelfKDCallback(mode=mode, alpha_T=0.8), Logging()], max_epochs=4).fit(
+    quiet_trainer([SelfKDCallback(mode=mode, alpha_T=0.8), Logging()], max_epochs=4).fit(
         RecordingClassifier(), indexed_loader()
     )
     assert [scheduled for scheduled, _ in alphas] == pytest.approx([0.2, 0.4, 0.6, 0.8])
@@ -110,7 +110,7 @@ def test_self_kd_callback_logs_teacher_accuracy_from_second_epoch():
     pl.seed_everything(0)
     loader = indexed_loader()
     model = RecordingClassifier()
-    trainer([SelfKDCallback(), Logging()], max_epochs=2).fit(model, loader)
+    quiet_trainer([SelfKDCallback(), Logging()], max_epochs=2).fit(model, loader)
     assert "skd/teacher_acc" not in metrics[0] and metrics[0]["skd/teacher_coverage"] == 0.0
     labels = labels_by_index(loader)
     agree = [int(model.logits_by_epoch[0][i].argmax()) == labels[i] for i in labels]
@@ -122,7 +122,7 @@ def test_self_kd_callback_snapshot_teacher_is_frozen_and_detached():
     pl.seed_everything(0)
     callback = SelfKDCallback(mode="snapshot")
     model = RecordingClassifier()
-    fit_trainer = trainer([callback], max_epochs=2)
+    fit_trainer = quiet_trainer([callback], max_epochs=2)
     fit_trainer.fit(model, indexed_loader())
     teacher = callback.teacher.model
     assert teacher is not model
@@ -170,7 +170,7 @@ def test_linear_alpha_rejects_alpha_outside_unit_interval():
 
 
 def test_self_kd_callback_linear_schedule_needs_max_epochs():
-    fit_trainer = trainer([SelfKDCallback()], max_epochs=-1, max_steps=3)
+    fit_trainer = quiet_trainer([SelfKDCallback()], max_epochs=-1, max_steps=3)
     with pytest.raises(ValueError, match="max_epochs"):
         fit_trainer.fit(RecordingClassifier(), indexed_loader())
 
@@ -184,7 +184,7 @@ def test_self_kd_callback_cache_mode_needs_indices():
             return super().training_step((*batch, torch.arange(len(batch[0]))), batch_idx)
 
     with pytest.raises(ValueError, match="IndexedDataset"):
-        trainer([SelfKDCallback()], max_epochs=1).fit(TwoPart(), loader)
+        quiet_trainer([SelfKDCallback()], max_epochs=1).fit(TwoPart(), loader)
 
 
 def test_self_kd_callback_detects_training_step_without_self_kd_loss():
@@ -194,25 +194,25 @@ def test_self_kd_callback_detects_training_step_without_self_kd_loss():
             return F.cross_entropy(self(inputs), target)
 
     with pytest.raises(RuntimeError, match="self_kd_loss"):
-        trainer([SelfKDCallback()], max_epochs=1).fit(PlainCE(), indexed_loader())
+        quiet_trainer([SelfKDCallback()], max_epochs=1).fit(PlainCE(), indexed_loader())
 
 
 def test_self_kd_callback_rejects_index_outside_dataset():
     inputs, target = torch.randn(8, 3), torch.randint(0, NUM_CLASSES, (8,))
     loader = DataLoader(TensorDataset(inputs, target, torch.arange(8) + 5), batch_size=4)
     with pytest.raises(IndexError, match="training dataset has 8 samples"):
-        trainer([SelfKDCallback()], max_epochs=2).fit(RecordingClassifier(), loader)
+        quiet_trainer([SelfKDCallback()], max_epochs=2).fit(RecordingClassifier(), loader)
 
 
 def test_self_kd_callback_rejects_class_count_mismatch():
     with pytest.raises(ValueError, match="num_classes=7"):
-        trainer([SelfKDCallback(num_classes=7)], max_epochs=1).fit(RecordingClassifier(), indexed_loader())
+        quiet_trainer([SelfKDCallback(num_classes=7)], max_epochs=1).fit(RecordingClassifier(), indexed_loader())
 
 
 def test_self_kd_callback_state_dict_round_trip_restores_cache_and_alpha():
     pl.seed_everything(0)
     callback = SelfKDCallback()
-    trainer([callback], max_epochs=2).fit(RecordingClassifier(), indexed_loader())
+    quiet_trainer([callback], max_epochs=2).fit(RecordingClassifier(), indexed_loader())
     state = callback.state_dict()
     restored = SelfKDCallback()
     restored.load_state_dict(state)
@@ -224,9 +224,9 @@ def test_self_kd_callback_state_dict_round_trip_restores_cache_and_alpha():
 def test_self_kd_callback_state_dict_round_trip_restores_snapshot_teacher():
     pl.seed_everything(0)
     callback = SelfKDCallback(mode="snapshot")
-    trainer([callback], max_epochs=2).fit(RecordingClassifier(), indexed_loader())
+    quiet_trainer([callback], max_epochs=2).fit(RecordingClassifier(), indexed_loader())
     restored = SelfKDCallback(mode="snapshot")
-    module, restored_trainer = RecordingClassifier(), trainer([restored])
+    module, restored_trainer = RecordingClassifier(), quiet_trainer([restored])
     restored.setup(restored_trainer, module, "fit")  # Lightning's order: setup, then the checkpoint's state
     restored.load_state_dict(callback.state_dict())
     restored.on_train_start(restored_trainer, module)  # the teacher is copied once the module is set up
@@ -240,11 +240,11 @@ def test_self_kd_callback_reused_for_a_new_fit_starts_fresh(mode):
     """A second trainer.fit with the same callback and no checkpoint must not use the first run's predictions."""
     callback = SelfKDCallback(mode=mode, alpha_T=0.6)
     pl.seed_everything(0)
-    trainer([callback], max_epochs=2).fit(RecordingClassifier(), indexed_loader())
+    quiet_trainer([callback], max_epochs=2).fit(RecordingClassifier(), indexed_loader())
     pl.seed_everything(1)
     loader = indexed_loader(seed=1)
     second = RecordingClassifier()
-    trainer([callback], max_epochs=2).fit(second, loader)
+    quiet_trainer([callback], max_epochs=2).fit(second, loader)
 
     labels = labels_by_index(loader)
     inputs, _, _ = loader.dataset.tensors

@@ -36,8 +36,7 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 from lightning_skd import SelfKDCallback, self_kd_loss
 from lightning_skd.callbacks.prediction_table import PredictionTable, TeacherRows
 from lightning_skd.regularizers.mixing import MixInfo
-
-from .helpers import trainer
+from tests.helpers.trainer import quiet_trainer
 
 IGNORE = -100
 EPOCHS = 2
@@ -280,7 +279,7 @@ def fit(case: Case, root: Path) -> tuple[Data, LogitTable, SelfKDCallback, pl.Tr
     loader = DataLoader(dataset, batch_size=case.batch_size, sampler=PlannedSampler(data.plans))
     model = LogitTable(data.table, case.logits_dtype, data.mixes)
     callback = make_callback(case, root)
-    fit_trainer = trainer([callback], max_epochs=EPOCHS, default_root_dir=root, log_every_n_steps=1)
+    fit_trainer = quiet_trainer([callback], max_epochs=EPOCHS, default_root_dir=root, log_every_n_steps=1)
     fit_trainer.fit(model, loader)
     assert len(model.steps) == EPOCHS * len(loader)
     return data, model, callback, fit_trainer

@@ -7,7 +7,8 @@ import torch
 from pytorch_lightning.callbacks import Callback
 
 from lightning_skd import LinearAlpha, SelfKDCallback
-from tests.callbacks.helpers import TableClassifier, table_loader, trainer
+from tests.helpers.callbacks import TableClassifier, table_loader
+from tests.helpers.trainer import quiet_trainer
 
 NUM_SAMPLES, NUM_CLASSES = 64, 4
 
@@ -45,7 +46,9 @@ def data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 def test_self_kd_callback_logs_student_and_teacher_accuracy_confidence_and_applied_alpha(one_thread):
     logits, target = data()
     metrics = Metrics()
-    trainer([SelfKDCallback(alpha_T=0.6), metrics], max_epochs=2).fit(TableClassifier(logits), table_loader(target))
+    quiet_trainer([SelfKDCallback(alpha_T=0.6), metrics], max_epochs=2).fit(
+        TableClassifier(logits), table_loader(target)
+    )
     first, second = metrics.epochs
     right = (logits.argmax(-1) == target).float().mean().item()  # lr 0: the same predictions every epoch
     assert first["skd/student_acc"] == pytest.approx(right)  # no teacher yet: over all rows
@@ -61,7 +64,7 @@ def test_self_kd_callback_warns_once_when_the_teacher_is_clearly_worse_than_the_
     logits, target = data()
     callbacks = [SelfKDCallback(alpha_T=0.6), WrongTeacher(target), Metrics()]
     with pytest.warns(UserWarning, match=r"teacher was right on 0\.0% of the training rows, the student on") as seen:
-        trainer(callbacks, max_epochs=3).fit(TableClassifier(logits), table_loader(target))
+        quiet_trainer(callbacks, max_epochs=3).fit(TableClassifier(logits), table_loader(target))
     assert sum("clearly worse" in str(w.message) for w in seen) == 1  # once, though epochs 1 and 2 both qualify
     assert callbacks[2].epochs[2]["skd/teacher_acc"] == 0.0
 
@@ -71,8 +74,8 @@ def test_self_kd_callback_does_not_warn_while_alpha_is_zero_or_the_teacher_keeps
     delayed = SelfKDCallback(schedule=LinearAlpha(0.6, start_epoch=3))  # alpha 0 in epochs 1 and 2
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        trainer([delayed, WrongTeacher(target)], max_epochs=3).fit(TableClassifier(logits), table_loader(target))
-        trainer([SelfKDCallback(alpha_T=0.6)], max_epochs=3).fit(TableClassifier(logits), table_loader(target))
+        quiet_trainer([delayed, WrongTeacher(target)], max_epochs=3).fit(TableClassifier(logits), table_loader(target))
+        quiet_trainer([SelfKDCallback(alpha_T=0.6)], max_epochs=3).fit(TableClassifier(logits), table_loader(target))
     worse = [w for w in seen if "clearly worse" in str(w.message)]
     assert len(worse) == 1 and "in epoch 2" in str(worse[0].message)  # the delayed run, once alpha > 0
 

@@ -9,14 +9,14 @@ from pytorch_lightning.strategies import DeepSpeedStrategy, FSDPStrategy
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_skd import SelfKDCallback
-
-from .helpers import RecordingClassifier, indexed_loader, trainer
+from tests.helpers.callbacks import RecordingClassifier, indexed_loader
+from tests.helpers.trainer import quiet_trainer
 
 
 def epoch1_soft_targets(tmp_path, **kwargs) -> dict[int, torch.Tensor]:
     pl.seed_everything(0)
     model = RecordingClassifier()
-    trainer([SelfKDCallback(alpha_T=1.0, **kwargs)], max_epochs=2).fit(model, indexed_loader(num_samples=40))
+    quiet_trainer([SelfKDCallback(alpha_T=1.0, **kwargs)], max_epochs=2).fit(model, indexed_loader(num_samples=40))
     return model.targets_by_epoch[1]
 
 
@@ -48,7 +48,7 @@ def test_self_kd_callback_refreshes_snapshot_teacher_every_n_steps():
 
     pl.seed_everything(0)
     callback = SelfKDCallback(mode="snapshot", refresh_every_n_steps=2)
-    trainer([callback, Watcher()], max_epochs=1).fit(RecordingClassifier(), indexed_loader(num_samples=20))
+    quiet_trainer([callback, Watcher()], max_epochs=1).fit(RecordingClassifier(), indexed_loader(num_samples=20))
     # 5 steps: the teacher is refreshed after steps 2 and 4, and before step 3 and 5 it equals the model
     for step in (2, 4):
         teacher, model = snapshots[step]
@@ -74,17 +74,17 @@ def test_self_kd_callback_rejects_dataset_whose_length_changes():
             index = torch.arange(size)
             return DataLoader(TensorDataset(torch.randn(size, 3), index % 4, index), batch_size=4)
 
-    fit_trainer = trainer([SelfKDCallback()], max_epochs=2, reload_dataloaders_every_n_epochs=1)
+    fit_trainer = quiet_trainer([SelfKDCallback()], max_epochs=2, reload_dataloaders_every_n_epochs=1)
     with pytest.raises(ValueError, match="mode='snapshot'"):
         fit_trainer.fit(RecordingClassifier(), datamodule=Shrinking())
 
 
 def test_self_kd_callback_refuses_a_cache_dir_of_another_run(tmp_path):
     cache_dir = str(tmp_path / "cache")
-    trainer([SelfKDCallback(cache_dir=cache_dir)], max_epochs=2).fit(RecordingClassifier(), indexed_loader())
+    quiet_trainer([SelfKDCallback(cache_dir=cache_dir)], max_epochs=2).fit(RecordingClassifier(), indexed_loader())
     assert (tmp_path / "cache" / "rank0" / "LATEST").exists()
     with pytest.raises(FileExistsError, match="another run"):
-        trainer([SelfKDCallback(cache_dir=cache_dir)], max_epochs=2).fit(RecordingClassifier(), indexed_loader())
+        quiet_trainer([SelfKDCallback(cache_dir=cache_dir)], max_epochs=2).fit(RecordingClassifier(), indexed_loader())
 
 
 @pytest.mark.parametrize(

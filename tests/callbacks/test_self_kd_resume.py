@@ -10,8 +10,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from lightning_skd import LightningSKDWarning, SelfKDCallback
-
-from .helpers import RecordingClassifier
+from tests.helpers.callbacks import RecordingClassifier
+from tests.helpers.trainer import quiet_trainer
 
 NUM_SAMPLES, NUM_CLASSES = 12, 4
 
@@ -33,14 +33,8 @@ def fit(
     model = RecordingClassifier()
     callback = SelfKDCallback(mode=mode, alpha_T=0.7)
     checkpoint = checkpoint or ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_epochs=1, filename="{epoch}")
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_epochs=max_epochs,
-        callbacks=[callback, checkpoint],
-        default_root_dir=root,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+    trainer = quiet_trainer(
+        [callback, checkpoint], max_epochs=max_epochs, default_root_dir=root, enable_checkpointing=True
     )
     trainer.fit(model, epoch_shuffled_loader(), ckpt_path=ckpt_path)
     return model, callback
@@ -109,14 +103,7 @@ def test_self_kd_callback_resume_from_checkpoint_saved_after_validation(storage,
         checkpoint = ModelCheckpoint(
             dirpath=root, monitor="val_loss", save_top_k=-1, filename="{epoch}", save_on_train_epoch_end=False
         )
-        trainer = pl.Trainer(
-            accelerator="cpu",
-            max_epochs=4,
-            callbacks=[callback, checkpoint],
-            logger=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-        )
+        trainer = quiet_trainer([callback, checkpoint], max_epochs=4, enable_checkpointing=True)
         trainer.fit(model, epoch_shuffled_loader(), epoch_shuffled_loader(), ckpt_path=ckpt_path)
         return model
 

@@ -6,7 +6,6 @@ Each test failed on main at 5322c2f (before the fix), as its docstring says.
 from __future__ import annotations
 
 import pytest
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
@@ -15,7 +14,8 @@ from torch.utils.data import DataLoader
 from lightning_skd import SelfKDCallback, self_kd_loss
 from lightning_skd.callbacks import SelfKDBatch
 from lightning_skd.functional.soft_targets import self_kd_targets, soft_target_cross_entropy
-from tests.callbacks.helpers import RecordingClassifier, TableClassifier, indexed_loader, table_loader, trainer
+from tests.helpers.callbacks import RecordingClassifier, TableClassifier, indexed_loader, table_loader
+from tests.helpers.trainer import quiet_trainer
 
 NUM_SAMPLES, NUM_CLASSES = 8, 4
 
@@ -43,7 +43,7 @@ def test_snapshot_teacher_is_independent_of_a_compiled_student(compile_where, on
     module = RecordingClassifier() if compile_where == "lightning_module" else CompiledInner()
     model = torch.compile(module, backend="eager") if compile_where == "lightning_module" else module
     callback = SelfKDCallback(mode="snapshot")
-    trainer([callback], max_epochs=1).fit(model, indexed_loader())
+    quiet_trainer([callback], max_epochs=1).fit(model, indexed_loader())
     x = torch.randn(5, 3, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         before = callback.teacher.model(x).clone()
@@ -61,7 +61,7 @@ def test_snapshot_refuses_an_instance_forward_it_would_share(one_thread):
     module = RecordingClassifier()
     module.forward = torch.compile(module.forward, backend="eager")
     with pytest.raises(ValueError, match="`forward` is an instance attribute"):
-        trainer([SelfKDCallback(mode="snapshot")], max_epochs=1).fit(module, indexed_loader())
+        quiet_trainer([SelfKDCallback(mode="snapshot")], max_epochs=1).fit(module, indexed_loader())
 
 
 # ---------------------------------------------------------------- finding 3: the passed target is trained on
@@ -78,7 +78,7 @@ def test_self_kd_loss_trains_on_and_counts_against_the_passed_target(mode, one_t
     remapped = (target + 1) % NUM_CLASSES
     logits[torch.arange(NUM_SAMPLES), remapped] += 10.0  # each sample predicts its remapped label
     module = RemappedTarget(logits)
-    trainer([SelfKDCallback(mode=mode, alpha_T=0.5)], max_epochs=2).fit(module, table_loader(target))
+    quiet_trainer([SelfKDCallback(mode=mode, alpha_T=0.5)], max_epochs=2).fit(module, table_loader(target))
     for step in module.steps:
         if step["epoch"] == 0:
             expected = F.cross_entropy(step["logits"], remapped[step["index"]])
@@ -99,7 +99,7 @@ def test_self_kd_loss_refuses_a_target_with_other_ignored_positions(one_thread):
     module = ForgetsAPosition(seeded_logits())
     target = torch.zeros(NUM_SAMPLES, dtype=torch.long)
     with pytest.raises(ValueError, match=r"ignored positions .*differ.* `target` has 1 ignored, the batch's target 0"):
-        trainer([SelfKDCallback()], max_epochs=1).fit(module, table_loader(target))
+        quiet_trainer([SelfKDCallback()], max_epochs=1).fit(module, table_loader(target))
 
 
 # ---------------------------------------------------------------- finding 4: non-finite rows
@@ -120,7 +120,7 @@ def test_nonfinite_predictions_are_never_stored_as_teachers(cache_dir, tmp_path,
     module = NaNAtEpochZero(seeded_logits(), lr=0.1)
     callback = SelfKDCallback(alpha_T=0.5, cache_dir=str(tmp_path / "cache") if cache_dir else None)
     with pytest.warns(UserWarning, match=r"in epoch 0, 1 rows of the model's predictions were non-finite"):
-        trainer([callback], max_epochs=2).fit(module, table_loader(target))
+        quiet_trainer([callback], max_epochs=2).fit(module, table_loader(target))
     assert module.trainer.callback_metrics["skd/nonfinite_rows"] == 0.0  # epoch 1 (the last logged)
     assert module.trainer.callback_metrics["skd/teacher_coverage"] == (NUM_SAMPLES - 1) / NUM_SAMPLES
     assert torch.isfinite(module.table).all()
@@ -150,7 +150,7 @@ def test_nonfinite_teacher_rows_are_never_used(one_thread):
     logits = seeded_logits()
     module = TableClassifier(logits)
     with pytest.warns(UserWarning, match="1 non-finite teacher rows were not used"):
-        trainer([SelfKDCallback(alpha_T=0.5), PoisonTeacher()], max_epochs=2).fit(module, table_loader(target))
+        quiet_trainer([SelfKDCallback(alpha_T=0.5), PoisonTeacher()], max_epochs=2).fit(module, table_loader(target))
     step = next(s for s in module.steps if s["epoch"] == 1)
     teacher = logits[:4].softmax(dim=-1)
     alpha = torch.tensor([0.5, 0.0, 0.5, 0.5])  # sample 1 trains on its hard label
@@ -167,7 +167,7 @@ def test_class_targets_at_ignore_index_add_no_loss_gradient_row_or_statistics(mo
     logits = seeded_logits()
     module = TableClassifier(logits)
     callback = SelfKDCallback(mode=mode, alpha_T=0.5)
-    trainer([callback], max_epochs=2).fit(module, table_loader(target))
+    quiet_trainer([callback], max_epochs=2).fit(module, table_loader(target))
     for step in module.steps:
         kept = step["target"] != -100
         if step["epoch"] == 0:
@@ -200,7 +200,7 @@ def test_snapshot_teacher_forward_that_does_not_fit_the_batch_fails_at_step_zero
     generator = torch.Generator().manual_seed(6)
     rows = [{"x": torch.randn(3, generator=generator), "y": torch.tensor(i % 4)} for i in range(8)]
     model = DictBatchClassifier()
-    fit = trainer([DictBatchCallback(mode="snapshot")], max_epochs=2)
+    fit = quiet_trainer([DictBatchCallback(mode="snapshot")], max_epochs=2)
     with pytest.raises(TypeError) as raised:
         fit.fit(model, DataLoader(rows, batch_size=4))
     assert fit.global_step == 0 and fit.current_epoch == 0
@@ -235,14 +235,7 @@ def test_resume_with_a_resized_training_set_says_what_to_do(cache_dir, tmp_path,
     def fit(num_samples: int, ckpt_path: str | None = None) -> None:
         callback = SelfKDCallback(cache_dir=str(tmp_path / "cache") if cache_dir else None)
         checkpoint = ModelCheckpoint(dirpath=tmp_path, filename="{epoch}", save_top_k=-1)
-        run = pl.Trainer(
-            accelerator="cpu",
-            max_epochs=2,
-            callbacks=[callback, checkpoint],
-            logger=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-        )
+        run = quiet_trainer([callback, checkpoint], max_epochs=2, enable_checkpointing=True)
         run.fit(RecordingClassifier(), indexed_loader(num_samples=num_samples), ckpt_path=ckpt_path)
 
     fit(12)

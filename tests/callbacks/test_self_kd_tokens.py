@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lightning_skd import SelfKDCallback, self_kd_loss
 from lightning_skd.regularizers.mixing import MixInfo
+from tests.helpers.trainer import quiet_trainer
 
 NUM_SAMPLES, MAX_TOKENS, VOCAB = 10, 5, 6
 ALPHA_T, EPOCHS = 0.6, 3
@@ -81,14 +82,11 @@ def fit(callback: SelfKDCallback | None, root: Path, epochs: int = EPOCHS, ckpt_
     pl.seed_everything(0)
     model = TokenTable()
     callbacks = [callback] if callback is not None else []
-    trainer = pl.Trainer(
-        accelerator="cpu",
+    trainer = quiet_trainer(
+        callbacks + [ModelCheckpoint(dirpath=root, save_top_k=-1, filename="{epoch}")],
         max_epochs=epochs,
-        callbacks=callbacks + [ModelCheckpoint(dirpath=root, save_top_k=-1, filename="{epoch}")],
         default_root_dir=root,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+        enable_checkpointing=True,
         **kwargs,
     )
     trainer.fit(model, loader(dataset), ckpt_path=ckpt_path)
@@ -218,16 +216,7 @@ class MixedTokens(TokenTable):
         (MixedTokens, "defined for \\(B, C\\) classification, not for token targets"),
     ],
 )
-def test_self_kd_callback_token_contract_violations_fail_on_the_first_batch(module, message, tmp_path):
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        callbacks=[SelfKDCallback(mode="snapshot")],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+def test_self_kd_callback_token_contract_violations_fail_on_the_first_batch(module, message, tmp_path, trainer_factory):
+    trainer = trainer_factory([SelfKDCallback(mode="snapshot")], max_epochs=1, default_root_dir=tmp_path)
     with pytest.raises(ValueError, match=message):
         trainer.fit(module(), loader())

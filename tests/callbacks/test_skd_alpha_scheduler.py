@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_skd._warnings import LightningSKDWarning
 from lightning_skd.callbacks import SKDAlphaScheduler
 from lightning_skd.losses import EmbeddingSKDLoss
+from tests.helpers.trainer import quiet_trainer
 
 VOCAB, DIM = 6, 4
 
@@ -37,17 +38,8 @@ def loader():
     return DataLoader(TensorDataset(torch.randn(64, 3, generator=gen), torch.randint(0, VOCAB, (64,), generator=gen)))
 
 
-def make_trainer(tmp_path, callbacks, **kwargs):
-    return pl.Trainer(
-        default_root_dir=tmp_path,
-        callbacks=callbacks,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        **kwargs,
-    )
+def make_trainer(tmp_path, callbacks, max_epochs=None, **kwargs):
+    return quiet_trainer(callbacks, max_epochs=max_epochs, default_root_dir=tmp_path, **kwargs)
 
 
 def test_skd_alpha_scheduler_alpha_at_follows_algorithm_one():

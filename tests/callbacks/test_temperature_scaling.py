@@ -1,9 +1,7 @@
 """TemperatureScaling: T is the fit on the validation logits, test/ values unchanged, test_ts/ ones of logits / T;
-through the CLI, under 2-process DDP (gloo), for a Translator's token metrics, and its errors."""
+through the CLI, for a Translator's token metrics, and its errors (under 2-process DDP: tests/ddp/)."""
 
 import functools
-import sys
-from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -17,14 +15,9 @@ from lightning_skd.data import DigitsDataModule, ParallelTextDataModule, write_s
 from lightning_skd.functional import fit_temperature
 from lightning_skd.models import ImageClassifier, Translator
 from lightning_skd.models.seq2seq import TransformerSeq2Seq
-from tests.ddp.helpers import CONFIGS, logged, logger_args
-from tests.multiprocess import QUIET_ARGS, run_command
-
-from .ddp_temperature_scaling_script import run
-
-CONFIG = CONFIGS / "digits" / "temperature_scaling.yaml"
-SCRIPT = Path(__file__).with_name("ddp_temperature_scaling_script.py")
-QUICK = ["--trainer.max_epochs=2", "--trainer.limit_train_batches=4", "--trainer.limit_val_batches=1", *QUIET_ARGS]
+from tests.helpers.ddp import TEMPERATURE_SCALING_CONFIG as CONFIG
+from tests.helpers.ddp import fit_temperature_scaling, logged, logger_args
+from tests.helpers.multiprocess import QUIET_ARGS
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -32,15 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     """``lightning-skd fit`` of the temperature-scaling digits config (8 steps); its folder and checkpoint."""
-    root = tmp_path_factory.mktemp("ts_fit")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        main(["fit", "--config", str(CONFIG), f"--trainer.default_root_dir={root}", *logger_args(root, "fit"), *QUICK])
-    finally:
-        torch.set_num_threads(threads)
-    (checkpoint,) = root.rglob("*.ckpt")
-    return root, checkpoint
+    return fit_temperature_scaling(tmp_path_factory.mktemp("ts_fit"))
 
 
 def trainer(callbacks=()):
@@ -119,18 +104,6 @@ def test_temperature_is_the_fit_on_the_validation_logits_and_scales_only_the_tes
     restored = TemperatureScaling()
     restored.load_state_dict(state)
     assert restored.temperature == temperature
-
-
-def test_ddp_temperature_equals_the_single_process_fit_on_the_union(fitted, tmp_path):
-    _, checkpoint = fitted
-    # 359 validation images: 180 on rank 0, 179 on rank 1 (UnrepeatedDistributedSampler of the DataModule)
-    run_command([sys.executable, str(SCRIPT), "--checkpoint", str(checkpoint), "--out", str(tmp_path)], tmp_path)
-    ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
-    single = run(checkpoint, tmp_path / "single", devices=1)
-    assert ranks[0]["temperature"] == ranks[1]["temperature"]  # broadcast from rank 0
-    assert ranks[0]["temperature"] == pytest.approx(single["temperature"], rel=1e-9)
-    for key, value in single["metrics"].items():
-        assert ranks[0]["metrics"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
 
 
 def test_translator_token_metrics_are_scaled_and_bleu_is_left_alone(tmp_path):

@@ -3,7 +3,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from pytorch_lightning import LightningModule, Trainer
+from pytorch_lightning import LightningModule
 from sklearn.datasets import load_digits
 
 from lightning_skd.cli import SelfKDCLI
@@ -158,18 +158,10 @@ class _Probe(LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def test_digits_trains_one_epoch_with_lightning(tmp_path):
+def test_digits_trains_one_epoch_with_lightning(tmp_path, trainer_factory):
     dm = DigitsDataModule(batch_size=256, seed=0)
     model = _Probe()
-    trainer = Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = trainer_factory(max_epochs=1, default_root_dir=tmp_path)
     trainer.fit(model, datamodule=dm)
     assert torch.equal(torch.cat(model.seen).sort().values, torch.arange(1079))
 

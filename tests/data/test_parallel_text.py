@@ -298,21 +298,10 @@ class _Recorder:
 
 
 @pytest.mark.filterwarnings("ignore:You passed in a `val_dataloader` but have no `validation_step`")
-def test_parallel_text_runs_under_a_trainer_with_epoch_reshuffle_and_predict(toy):
-    import pytorch_lightning as pl
-
+def test_parallel_text_runs_under_a_trainer_with_epoch_reshuffle_and_predict(toy, trainer_factory):
     dm = _module(toy, max_tokens=400)
     model = _Recorder.make()
-    trainer = pl.Trainer(
-        max_epochs=2,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-    )
+    trainer = trainer_factory(max_epochs=2, devices=1, limit_val_batches=0)
     trainer.fit(model, datamodule=dm)
     per_epoch = len(trainer.train_dataloader)
     first, second = model.train_indices[:per_epoch], model.train_indices[per_epoch:]

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from lightning_skd.data import VOCDetectionDataModule
-from tests.detection_helpers import CLASSES, generated_voc
+from tests.helpers.detection import CLASSES, generated_voc
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.detection_helpers import FPN_ARGS, SMALL_DETECTOR_ARGS, exported_backbone, generated_voc
-from tests.multiprocess import run_cli
+from tests.helpers.detection import FPN_ARGS, SMALL_DETECTOR_ARGS, exported_backbone, generated_voc
+from tests.helpers.multiprocess import run_cli
 
 CONFIG = Path(__file__).parents[2] / "configs" / "voc" / "faster_rcnn_selfkd.yaml"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.multiprocess import run_command
+from tests.helpers.multiprocess import run_command
 
 SCRIPT = Path(__file__).with_name("fsdp_self_kd_script.py")
 NUM_TRAIN = 1079

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lightning_skd.cli import SelfKDCLI
-from tests.ddp.helpers import (
+from tests.helpers.ddp import (
     CONFIGS,
     assert_metrics_equal,
     cli_run,

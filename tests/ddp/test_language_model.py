@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from tests.ddp.helpers import (
+from tests.helpers.ddp import (
     CONFIGS,
     assert_metrics_equal,
     cli_run,

@@ -4,7 +4,7 @@ import json
 import sys
 import textwrap
 
-from tests.multiprocess import run_command
+from tests.helpers.multiprocess import run_command
 
 SCRIPT = textwrap.dedent(
     """

@@ -12,7 +12,7 @@ import sacrebleu
 import torch
 
 from lightning_skd.data import write_synthetic_parallel_corpus
-from tests.ddp.helpers import (
+from tests.helpers.ddp import (
     CONFIGS,
     assert_metrics_equal,
     cli_run,

@@ -18,7 +18,7 @@ from lightning_skd.functional.calibration import (
     _ece_compute,
     _ece_update,
 )
-from tests.reference_metrics import (
+from tests.helpers.reference_metrics import (
     pskd_ece_percent,
     random_probs,
     ref_adaptive_ece,

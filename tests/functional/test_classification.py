@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from lightning_skd.functional import negative_log_likelihood, top_k_error
-from tests.reference_metrics import random_probs, ref_nll, ref_top_k_error
+from tests.helpers.reference_metrics import random_probs, ref_nll, ref_top_k_error
 
 
 @pytest.mark.parametrize("ties", [False, True])

@@ -5,7 +5,7 @@ import torch
 
 from lightning_skd.functional import aurc, eaurc, risk_coverage
 from lightning_skd.functional.selective import _oracle_aurc
-from tests.reference_metrics import (
+from tests.helpers.reference_metrics import (
     confidence_correct,
     moon_aurc_eaurc,
     pskd_aurc_eaurc,

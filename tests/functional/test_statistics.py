@@ -13,7 +13,7 @@ from lightning_skd.functional import (
     sample_statistics,
     top_k_error,
 )
-from tests.reference_metrics import (
+from tests.helpers.reference_metrics import (
     FLOAT32_TINY,
     confidence_correct,
     random_probs,

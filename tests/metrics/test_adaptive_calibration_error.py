@@ -5,7 +5,7 @@ import torch
 
 from lightning_skd.functional import adaptive_expected_calibration_error, sample_statistics
 from lightning_skd.metrics import AdaptiveExpectedCalibrationError
-from tests.reference_metrics import random_probs, ref_adaptive_ece
+from tests.helpers.reference_metrics import random_probs, ref_adaptive_ece
 
 
 @pytest.mark.parametrize("norm", ["l1", "l2", "max"])

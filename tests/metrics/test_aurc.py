@@ -5,7 +5,7 @@ import torch
 
 from lightning_skd.functional import aurc, sample_statistics
 from lightning_skd.metrics import AURC
-from tests.reference_metrics import pskd_aurc_eaurc, random_probs
+from tests.helpers.reference_metrics import pskd_aurc_eaurc, random_probs
 
 
 def test_aurc_batches_equal_functional_on_all_data():

@@ -5,7 +5,7 @@ import torch
 
 from lightning_skd.functional import brier_score, sample_statistics
 from lightning_skd.metrics import BrierScore
-from tests.reference_metrics import random_probs, ref_brier
+from tests.helpers.reference_metrics import random_probs, ref_brier
 
 
 @pytest.mark.parametrize("ties", [False, True])

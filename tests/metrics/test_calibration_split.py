@@ -5,7 +5,7 @@ import torch
 
 from lightning_skd.functional import overconfidence_error, sample_statistics, underconfidence_error
 from lightning_skd.metrics import ExpectedCalibrationError, OverconfidenceError, UnderconfidenceError
-from tests.reference_metrics import random_probs, ref_over_under_confidence
+from tests.helpers.reference_metrics import random_probs, ref_over_under_confidence
 
 SPLITS = [1, 99, 250, 150]
 

@@ -16,7 +16,7 @@ from lightning_skd.functional import (
     underconfidence_error,
 )
 from lightning_skd.metrics import CalibrationMetrics
-from tests.reference_metrics import random_probs
+from tests.helpers.reference_metrics import random_probs
 
 
 def _functional(probs, target, n_bins=15, prefix="", top_k=(1, 5), **kwargs):

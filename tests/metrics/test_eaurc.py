@@ -3,7 +3,7 @@ import torch
 
 from lightning_skd.functional import eaurc
 from lightning_skd.metrics import EAURC
-from tests.reference_metrics import moon_aurc_eaurc, pskd_aurc_eaurc, random_probs
+from tests.helpers.reference_metrics import moon_aurc_eaurc, pskd_aurc_eaurc, random_probs
 
 
 @pytest.mark.parametrize("oracle", ["exact", "closed_form"])

@@ -5,7 +5,7 @@ import torch
 
 from lightning_skd.functional import expected_calibration_error, sample_statistics
 from lightning_skd.metrics import ExpectedCalibrationError
-from tests.reference_metrics import random_probs, ref_ece
+from tests.helpers.reference_metrics import random_probs, ref_ece
 
 
 @pytest.mark.parametrize("norm", ["l1", "l2", "max"])

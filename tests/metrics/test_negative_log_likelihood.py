@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from lightning_skd.functional import negative_log_likelihood
 from lightning_skd.metrics import NegativeLogLikelihood
-from tests.reference_metrics import random_probs, ref_nll
+from tests.helpers.reference_metrics import random_probs, ref_nll
 
 
 def test_negative_log_likelihood_batches_equal_functional_on_all_data():

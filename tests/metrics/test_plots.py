@@ -8,7 +8,7 @@ from lightning_skd.functional import aurc, expected_calibration_error, overconfi
 from lightning_skd.functional.calibration import _ece_update
 from lightning_skd.functional.statistics import sample_statistics
 from lightning_skd.metrics import reliability_diagram, risk_coverage_curve
-from tests.reference_metrics import random_probs
+from tests.helpers.reference_metrics import random_probs
 
 
 def test_reliability_diagram_bars_are_bin_accuracies_and_title_has_ece():

@@ -3,7 +3,7 @@ import torch
 
 from lightning_skd.functional import top_k_error
 from lightning_skd.metrics import TopKError
-from tests.reference_metrics import random_probs, ref_top_k_error
+from tests.helpers.reference_metrics import random_probs, ref_top_k_error
 
 
 @pytest.mark.parametrize("k", [1, 3])

@@ -5,7 +5,7 @@ from safetensors import safe_open
 from lightning_skd.cli import main
 from lightning_skd.models import ImageClassifier, export_backbone, load_backbone
 from lightning_skd.models.backbone_export import read_backbone_info
-from tests.detection_helpers import classifier_checkpoint
+from tests.helpers.detection import classifier_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import yaml
 from lightning_skd.cli import SelfKDCLI, main
 from lightning_skd.metrics import VOC07MeanAveragePrecision
 from lightning_skd.models import Detector
-from tests.detection_helpers import (
+from tests.helpers.detection import (
     C4_ARGS,
     CLASSES,
     FPN_ARGS,

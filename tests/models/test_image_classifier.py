@@ -6,6 +6,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_skd import SelfKDCallback
 from lightning_skd.models import ImageClassifier, build_backbone
+from tests.helpers.trainer import quiet_trainer
 
 
 def image_loader(num_samples=24, channels=1, size=8, num_classes=10, seed=0):
@@ -16,16 +17,8 @@ def image_loader(num_samples=24, channels=1, size=8, num_classes=10, seed=0):
 
 
 def fit_trainer(tmp_path, callbacks=(), **kwargs):
-    return pl.Trainer(
-        accelerator="cpu",
-        max_epochs=2,
-        default_root_dir=tmp_path,
-        callbacks=list(callbacks),
-        logger=pl.loggers.CSVLogger(tmp_path),
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        **kwargs,
+    return quiet_trainer(
+        list(callbacks), max_epochs=2, default_root_dir=tmp_path, logger=pl.loggers.CSVLogger(tmp_path), **kwargs
     )
 
 

@@ -11,6 +11,7 @@ from lightning_skd.cli import main as cli_main
 from lightning_skd.data import TextLMDataModule
 from lightning_skd.losses import EmbeddingSKDLoss
 from lightning_skd.models import LanguageModel
+from tests.helpers.trainer import quiet_trainer
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SMALL = {"embedding_dim": 16, "hidden_size": 12}
@@ -35,18 +36,10 @@ def write_corpus(folder, names=("train.txt", "valid.txt", "test.txt"), seed=0):
     return folder
 
 
-def make_trainer(tmp_path, callbacks=(), **kwargs):
+def make_trainer(tmp_path, callbacks=(), max_epochs=None, **kwargs):
     kwargs.setdefault("max_steps", 10)
-    return pl.Trainer(
-        default_root_dir=tmp_path,
-        callbacks=list(callbacks),
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        num_sanity_val_steps=0,
-        **kwargs,
+    return quiet_trainer(
+        list(callbacks), max_epochs=max_epochs, default_root_dir=tmp_path, num_sanity_val_steps=0, **kwargs
     )
 
 

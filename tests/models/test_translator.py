@@ -16,6 +16,7 @@ from lightning_skd.callbacks.self_kd import SelfKDCallback
 from lightning_skd.data import ParallelTextDataModule, write_synthetic_parallel_corpus
 from lightning_skd.models import Translator
 from lightning_skd.models.seq2seq import AttentionLSTMSeq2Seq, TransformerSeq2Seq
+from tests.helpers.trainer import quiet_trainer
 
 TINY_TRANSFORMER = functools.partial(
     TransformerSeq2Seq, num_encoder_layers=1, num_decoder_layers=1, d_model=16, nhead=2, dim_feedforward=32, dropout=0.0
@@ -38,17 +39,9 @@ def datamodule(corpus, **kwargs):
     return ParallelTextDataModule(data_dir=str(corpus), **options)
 
 
-def trainer(tmp_path, callbacks=(), **kwargs):
-    options = {
-        "accelerator": "cpu",
-        "logger": pl.loggers.CSVLogger(tmp_path, name="logs"),
-        "enable_checkpointing": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "num_sanity_val_steps": 0,
-        **kwargs,
-    }
-    return pl.Trainer(callbacks=list(callbacks), **options)
+def trainer(tmp_path, callbacks=(), max_epochs=None, **kwargs):
+    options = {"logger": pl.loggers.CSVLogger(tmp_path, name="logs"), "num_sanity_val_steps": 0, **kwargs}
+    return quiet_trainer(list(callbacks), max_epochs=max_epochs, **options)
 
 
 def test_translator_refuses_label_smoothing_with_skd():

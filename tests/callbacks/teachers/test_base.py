@@ -9,7 +9,8 @@ from lightning_skd import SelfKDCallback
 from lightning_skd.callbacks.prediction_table import TeacherRows
 from lightning_skd.callbacks.teachers import BatchRows, Teacher
 from lightning_skd.callbacks.teachers.snapshot import make_frozen_copy
-from tests.callbacks.helpers import RecordingClassifier, indexed_loader, trainer
+from tests.helpers.callbacks import RecordingClassifier, indexed_loader
+from tests.helpers.trainer import quiet_trainer
 
 
 class EMATeacher(Teacher):
@@ -44,7 +45,7 @@ def test_a_user_teacher_strategy_drives_the_soft_targets(one_thread):
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     callback = SelfKDCallback(teacher=teacher, alpha_T=0.6, schedule="constant")
     loader = indexed_loader(shuffle=False)
-    trainer([callback], max_epochs=2).fit(model, loader)
+    quiet_trainer([callback], max_epochs=2).fit(model, loader)
 
     assert callback.mode == "EMATeacher"
     torch.testing.assert_close(teacher.used[0]["linear.weight"], initial["linear.weight"])  # step 0: the initial copy
@@ -77,7 +78,7 @@ class BatchNormClassifier(RecordingClassifier):
 def test_snapshot_teacher_batch_norm_uses_running_or_batch_statistics(batch_norm, one_thread):
     pl.seed_everything(0)
     callback = SelfKDCallback(mode="snapshot", snapshot_batch_norm=batch_norm)
-    trainer([callback], max_epochs=1).fit(BatchNormClassifier(), indexed_loader())
+    quiet_trainer([callback], max_epochs=1).fit(BatchNormClassifier(), indexed_loader())
     model = callback.teacher.model
     norm, dropout = model.linear[1], model.linear[2]
     assert norm.training == (batch_norm == "batch") and not dropout.training and not model.training

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lightning_skd.models.seq2seq import beam_search, greedy_decode, length_penalty_factor
-from tests.models.seq2seq.toy import BOS, EOS, PAD, TINY, MarkovSeq2Seq, build, collate, toy_pairs, train
+from tests.helpers.seq2seq import BOS, EOS, PAD, TINY, MarkovSeq2Seq, build, collate, toy_pairs, train
 
 WORDS = (3, 4)  # the Markov model's only words; PAD and BOS get probability 0
 

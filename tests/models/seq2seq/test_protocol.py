@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lightning_skd.models.seq2seq import Seq2Seq, greedy_decode
-from tests.models.seq2seq.toy import BOS, EOS, PAD, TINY, VOCAB, build, collate, toy_pairs, train
+from tests.helpers.seq2seq import BOS, EOS, PAD, TINY, VOCAB, build, collate, toy_pairs, train
 
 NAMES = list(TINY)
 

@@ -5,7 +5,7 @@ the exact soft target of every sample on every rank. With ``--tokens`` the model
 ``token_lengths(i)`` target tokens (padded to ``MAX_TOKENS`` with -100) and logits f(index, position, epoch) of shape
 (B, T, C), so every token's soft target is known too. Usage (Lightning re-launches this script for rank 1):
 
-    python ddp_self_kd_script.py --mode cache --out DIR [--num-samples 13] [--tokens]
+    python self_kd_script.py --mode cache --out DIR [--num-samples 13] [--tokens]
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).parents[1]
+REPO = Path(__file__).parents[2]
 CLI = Path(sys.executable).with_name("lightning-skd")
 DDP_ARGS = ("--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp")
 QUIET_ARGS = ("--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false")

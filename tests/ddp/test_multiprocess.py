@@ -3,7 +3,7 @@ import textwrap
 
 import pytest
 
-from tests.multiprocess import run_command
+from tests.helpers.multiprocess import run_command
 
 
 def test_run_command_hang_fails_fast_with_every_process_stack(tmp_path):

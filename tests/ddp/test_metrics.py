@@ -20,7 +20,7 @@ from lightning_skd.metrics import (
     TopKError,
     UnderconfidenceError,
 )
-from tests.reference_metrics import random_probs
+from tests.helpers.reference_metrics import random_probs
 
 NUM_CLASSES = 10
 HANG_TIMEOUT_S = 120

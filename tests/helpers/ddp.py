@@ -8,10 +8,11 @@ from pathlib import Path
 
 import torch
 
-from lightning_skd.cli import SelfKDCLI
-from tests.multiprocess import REPO, run_cli
+from lightning_skd.cli import SelfKDCLI, main
+from tests.helpers.multiprocess import QUIET_ARGS, REPO, run_cli
 
 CONFIGS = REPO / "configs"
+TEMPERATURE_SCALING_CONFIG = CONFIGS / "digits" / "temperature_scaling.yaml"
 
 
 def logger_args(root: Path, name: str) -> list[str]:
@@ -91,3 +92,18 @@ def last_values(values: dict[str, list[float]], prefix: str) -> dict[str, float]
 def load_predictions(folder: Path) -> dict[str, torch.Tensor]:
     """The merged file of :class:`~lightning_skd.callbacks.PredictionWriter` in a run's log folder."""
     return torch.load(folder / "predictions.pt", weights_only=True)
+
+
+def fit_temperature_scaling(root: Path) -> tuple[Path, Path]:
+    """``lightning-skd fit`` (in this process, one torch thread) of the temperature-scaling digits config, 8 steps,
+    logging to ``root/logs/fit``; returns ``root`` and the checkpoint."""
+    quick = ["--trainer.max_epochs=2", "--trainer.limit_train_batches=4", "--trainer.limit_val_batches=1", *QUIET_ARGS]
+    config = TEMPERATURE_SCALING_CONFIG
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        main(["fit", "--config", str(config), f"--trainer.default_root_dir={root}", *logger_args(root, "fit"), *quick])
+    finally:
+        torch.set_num_threads(threads)
+    (checkpoint,) = root.rglob("*.ckpt")
+    return root, checkpoint

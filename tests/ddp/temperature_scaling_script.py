@@ -3,7 +3,7 @@
 Each rank saves the fitted ``T`` (the exact float) and the metrics ``trainer.test`` returned to ``OUT/rank<r>.pt``.
 Usage (Lightning re-launches this script for rank 1)::
 
-    python ddp_temperature_scaling_script.py --checkpoint CKPT --out DIR [--devices 2]
+    python temperature_scaling_script.py --checkpoint CKPT --out DIR [--devices 2]
 """
 
 from __future__ import annotations

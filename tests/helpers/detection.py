@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_skd import SelfKDCallback
 from lightning_skd.data import IndexedDataset, write_synthetic_voc
 from lightning_skd.models import ImageClassifier, export_backbone
+from tests.helpers.trainer import quiet_trainer
 
 CLASSES = ["red", "green", "blue"]
 TINY_BACKBONE = "timm:resnet10t"
@@ -60,15 +60,7 @@ def classifier_checkpoint(
     torch.manual_seed(0)
     model = ImageClassifier(backbone=backbone, num_classes=4, label_smoothing=label_smoothing, log_figures=False)
     data = IndexedDataset(TensorDataset(torch.randn(4, 3, 32, 32), torch.arange(4)))
-    trainer = pl.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[SelfKDCallback(alpha_T=0.8)] if self_kd else None,
-    )
+    trainer = quiet_trainer([SelfKDCallback(alpha_T=0.8)] if self_kd else None, max_epochs=1)
     trainer.fit(model, DataLoader(data, batch_size=4))
     trainer.save_checkpoint(path)
     return path

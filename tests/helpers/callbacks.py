@@ -59,19 +59,6 @@ class RecordingClassifier(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.lr)
 
 
-def trainer(callbacks, max_epochs: int = 3, **kwargs) -> pl.Trainer:
-    kwargs.setdefault("accelerator", "cpu")
-    return pl.Trainer(
-        max_epochs=max_epochs,
-        callbacks=callbacks,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        **kwargs,
-    )
-
-
 def table_loader(target: torch.Tensor, batch_size: int = 4) -> DataLoader:
     """Batches ``(index, target, index)``: the input of sample ``i`` is ``i`` itself (see :class:`TableClassifier`)."""
     index = torch.arange(len(target))

@@ -6,7 +6,7 @@ f(index, epoch), so the test can compute every soft target and the exact cache c
 stay known) and mixes by a fixed per-rank pattern, so that under DDP one rank mixes while the other does not, both
 do, or neither. Usage (Lightning re-launches this script for rank 1):
 
-    python mix_self_kd_script.py --out DIR --devices 1|2
+    python self_kd_mix_script.py --out DIR --devices 1|2
 """
 
 from __future__ import annotations

@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.multiprocess import run_command
+from tests.helpers.multiprocess import run_command
 
-from .ddp_self_kd_script import NUM_CLASSES, known_logits, known_token_logits, token_lengths, token_targets
+from .self_kd_script import NUM_CLASSES, known_logits, known_token_logits, token_lengths, token_targets
 
-SCRIPT = Path(__file__).with_name("ddp_self_kd_script.py")
+SCRIPT = Path(__file__).with_name("self_kd_script.py")
 NUM_SAMPLES = 13  # odd: DistributedSampler pads one rank with a repeated index
 EPOCHS = 4
 
