@@ -1,5 +1,6 @@
 """Fixtures shared by several test modules."""
 
+import os
 import random
 
 import numpy as np
@@ -15,8 +16,12 @@ def _seed_global_generators():
 
     Tests whose assertions depend on random values seed their own generator at their top as well; this covers the
     incidental draws (weight initialisation in tests that only check shapes or errors, a DataLoader's base seed), so
-    no test's outcome depends on which tests ran before it.
+    no test's outcome depends on which tests ran before it. Lightning's ``seed_everything`` also leaves its seed in
+    the environment (``PL_GLOBAL_SEED``, ``PL_SEED_WORKERS``), where a later unseeded LightningCLI would pick it up
+    and DataLoader workers would be seeded by it: removed as well.
     """
+    for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS"):
+        os.environ.pop(name, None)
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)

@@ -127,6 +127,7 @@ def test_digits_builds_from_lightning_cli_yaml(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["lightning-skd"])
     config = tmp_path / "config.yaml"
     config.write_text(
+        "seed_everything: 0\n"  # explicit: LightningCLI would otherwise seed from the environment or warn
         "model:\n  class_path: pytorch_lightning.demos.boring_classes.BoringModel\n"
         "data:\n  class_path: lightning_skd.data.DigitsDataModule\n"
         "  init_args:\n    batch_size: 16\n    val_fraction: 0.1\n    augment: true\n    seed: 3\n"

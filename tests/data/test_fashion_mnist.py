@@ -178,6 +178,7 @@ def test_fashion_mnist_builds_from_lightning_cli_yaml(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["lightning-skd"])
     config = tmp_path / "config.yaml"
     config.write_text(
+        "seed_everything: 0\n"  # explicit: LightningCLI would otherwise seed from the environment or warn
         "model:\n  class_path: pytorch_lightning.demos.boring_classes.BoringModel\n"
         "data:\n  class_path: lightning_skd.data.FashionMNISTDataModule\n"
         f"  init_args:\n    data_dir: {tmp_path}\n    val_size: 1000\n    augment: true\n"

@@ -128,6 +128,7 @@ def test_image_folder_builds_from_lightning_cli_yaml(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["lightning-skd"])
     config = tmp_path / "config.yaml"
     config.write_text(
+        "seed_everything: 0\n"  # explicit: LightningCLI would otherwise seed from the environment or warn
         "model:\n  class_path: pytorch_lightning.demos.boring_classes.BoringModel\n"
         "data:\n  class_path: lightning_skd.data.ImageFolderDataModule\n"
         f"  init_args:\n    data_dir: {tmp_path}\n    image_size: 160\n    color_jitter: 0.4\n"
