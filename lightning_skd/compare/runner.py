@@ -142,9 +142,18 @@ def _max_epochs(trainer: Trainer) -> int | None:
 
 @contextlib.contextmanager
 def _quiet(log_path: Path) -> Iterator[None]:
-    """Send stdout, stderr, warnings and Lightning's log records of the block to ``log_path`` only."""
+    """Send stdout, stderr, warnings and Lightning's log records of the block to ``log_path`` only.
+
+    Warnings are written to the log by a ``showwarning`` of their own, so they stay there even when the caller has
+    replaced it (pytest records warnings that way, and would otherwise collect every run's warnings).
+    """
     with open(log_path, "a") as log, warnings.catch_warnings():
         warnings.simplefilter("default")
+
+        def show_in_log(message, category, filename, lineno, file=None, line=None):
+            log.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+        warnings.showwarning = show_in_log  # restored by catch_warnings
         handler = logging.StreamHandler(log)
         saved = {}
         for name in _LIGHTNING_LOGGERS:

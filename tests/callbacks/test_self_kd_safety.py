@@ -234,11 +234,11 @@ def test_resume_with_a_resized_training_set_says_what_to_do(cache_dir, tmp_path,
 
     def fit(num_samples: int, ckpt_path: str | None = None) -> None:
         callback = SelfKDCallback(cache_dir=str(tmp_path / "cache") if cache_dir else None)
-        checkpoint = ModelCheckpoint(dirpath=tmp_path, filename="{epoch}", save_top_k=-1)
+        checkpoint = ModelCheckpoint(dirpath=tmp_path / f"samples{num_samples}", filename="{epoch}", save_top_k=-1)
         run = quiet_trainer([callback, checkpoint], max_epochs=2, enable_checkpointing=True)
         run.fit(RecordingClassifier(), indexed_loader(num_samples=num_samples), ckpt_path=ckpt_path)
 
     fit(12)
     with pytest.raises(ValueError, match="in the checkpoint was built for 12.* Resume with the training set") as raised:
-        fit(8, ckpt_path=str(tmp_path / "epoch=0.ckpt"))
+        fit(8, ckpt_path=str(tmp_path / "samples12" / "epoch=0.ckpt"))
     assert "Use a new `cache_dir`" not in str(raised.value)
