@@ -35,12 +35,13 @@ class EpochStatistics:
         self,
         target: Tensor,
         predictions: Tensor,
+        finite: Tensor,
         teacher: TeacherRows | None,
         alpha: float,
         mixed: bool,
         nonfinite_teachers: Tensor | None,
     ) -> None:
-        """Add one step's rows: labels ``(R,)``, detached student logits ``(R, C)``, the teacher rows used."""
+        """Add one step's rows: labels ``(R,)``, student logits ``(R, C)``, which are finite ``(R,)``, the teacher."""
         zero = torch.zeros((), device=target.device)
         valid = teacher.valid if teacher is not None else torch.zeros_like(target, dtype=torch.bool)
         student_right = predictions.argmax(dim=-1) == target
@@ -55,7 +56,7 @@ class EpochStatistics:
             student * student_right.sum(),
             student * valid.sum(),
             student * (student_right & valid).sum(),
-            (~torch.isfinite(predictions).all(dim=-1)).sum(),
+            (~finite).sum(),
             zero if nonfinite_teachers is None else nonfinite_teachers,
         ]
         self.counts += torch.stack([torch.as_tensor(v, device=target.device).float() for v in values]).to(self.counts)
@@ -80,8 +81,3 @@ class EpochStatistics:
             summary["teacher_acc"] = counts["teacher_correct"] / counts["teacher_rows"]
             summary["teacher_confidence"] = counts["teacher_confidence"] / counts["teacher_rows"]
         return summary
-
-    @staticmethod
-    def teacher_rows(summary: dict[str, float]) -> float:
-        """Rows with a teacher in the epoch summarised, recovered from coverage: kept out of the logged values."""
-        return summary.get("_teacher_rows", 0.0)

@@ -24,6 +24,7 @@ from lightning_skd._warnings import LightningSKDWarning
 from lightning_skd.callbacks._checkpoint_format import migrate_self_kd_state
 from lightning_skd.callbacks._statistics import EpochStatistics
 from lightning_skd.callbacks.alpha_schedules import NAMED_SCHEDULES, AlphaSchedule
+from lightning_skd.callbacks.prediction_table import TeacherRows
 from lightning_skd.callbacks.teachers import BatchRows, CachedTeacher, SnapshotTeacher, Teacher
 from lightning_skd.functional.soft_targets import (
     hard_target_cross_entropy,
@@ -48,9 +49,10 @@ class _Step:
     """What the callback knows about the current training step."""
 
     batch: BatchRows
-    teacher: Any  # TeacherRows | None
+    teacher: TeacherRows | None
     nonfinite_teachers: Tensor | None = None  # () teacher rows dropped for being NaN / inf
     predictions: Tensor | None = None  # (R, C) detached student logits, once self_kd_loss ran
+    finite: Tensor | None = None  # (R,) which of those rows are finite (only those may become teachers)
     mixed: bool = False  # the batch's images were mixed: its predictions are no sample's own
     loss_calls: int = 0
 
@@ -298,8 +300,11 @@ class SelfKDCallback(Callback):
         rows = step.batch.rows(logits)  # (R, C)
         target_rows = step.batch.rows(target)  # (R,) the labels trained on: the ones passed here
         step.predictions, step.mixed = rows.detach(), mix is not None
+        step.finite = torch.isfinite(step.predictions).all(dim=-1)
         teacher = step.teacher
-        self._statistics.add(target_rows, step.predictions, teacher, self.alpha, step.mixed, step.nonfinite_teachers)
+        self._statistics.add(
+            target_rows, step.predictions, step.finite, teacher, self.alpha, step.mixed, step.nonfinite_teachers
+        )
         if teacher is not None and teacher.class_ids is None and teacher.values.shape[-1] != logits.shape[-1]:
             raise ValueError(
                 f"The teacher predicts {teacher.values.shape[-1]} classes but the model outputs {logits.shape[-1]}."
@@ -399,7 +404,7 @@ class SelfKDCallback(Callback):
                 f"lightning_skd.self_kd_loss was called {step.loss_calls} times in one training step; call it once."
             )
         # a non-finite row never becomes a teacher, nor does a prediction on mixed images (no sample's own)
-        keep = torch.isfinite(step.predictions).all(dim=-1) & (not step.mixed)  # (R,)
+        keep = step.finite & (not step.mixed)  # (R,)
         self.teacher.observe(trainer, pl_module, step.batch, step.predictions, keep)
         if batch_idx + 1 >= trainer.num_training_batches:
             # Epoch-end validation and the checkpoints saved after it run before on_train_epoch_end: finish the
