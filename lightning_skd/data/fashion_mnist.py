@@ -13,7 +13,12 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import Subset, TensorDataset
 from torchvision.transforms import v2
 
-from lightning_skd.data.base import ClassificationDataModule, check_non_negative_int, stratified_split
+from lightning_skd.data.base import (
+    ClassificationDataModule,
+    check_non_negative_int,
+    check_positive_int,
+    stratified_split,
+)
 from lightning_skd.data.indexed import IndexedDataset
 from lightning_skd.regularizers.cutout import Cutout
 
@@ -88,15 +93,18 @@ class FashionMNISTDataModule(ClassificationDataModule):
     fetches the files with ``torchvision.datasets.FashionMNIST`` and then reads them from there.
 
     The validation split is ``val_size`` training images, stratified by class and fixed by ``seed``; with
-    ``val_size=0`` the test set is used for validation. Images are kept in memory as ``uint8`` and converted per item
-    to ``float32`` in [0, 1], then normalised with the usual Fashion-MNIST mean/std (0.2860, 0.3530), giving inputs
-    of shape ``(1, 28, 28)``. Augmentation is off by default; ``augment=True`` applies ``RandomCrop(28, padding=2)``
-    and a horizontal flip to training images. Batches are ``(inputs, targets, indices)``.
+    ``val_size=0`` the test set is used for validation. ``train_size`` keeps only that many of the other training
+    images (stratified, fixed by ``seed``; the rest is unused), for small-data regimes; the validation split does
+    not depend on it. Images are kept in memory as ``uint8`` and converted per item to ``float32`` in [0, 1], then
+    normalised with the usual Fashion-MNIST mean/std (0.2860, 0.3530), giving inputs of shape ``(1, 28, 28)``.
+    Augmentation is off by default; ``augment=True`` applies ``RandomCrop(28, padding=2)`` and a horizontal flip to
+    training images. Batches are ``(inputs, targets, indices)``.
 
     Args:
         data_dir: Folder of the idx files.
         download: Download the files into ``data_dir/FashionMNIST/raw`` first (in ``prepare_data``).
         val_size: Number of training images held out for validation (0: validate on the test set).
+        train_size: Number of training images trained on, a stratified subset of those not held out; ``None``: all.
         augment: Random crop with 2-pixel padding and horizontal flip for training images.
         cutout: Side of the Cutout hole applied to training images after normalisation; 0: none.
         batch_size: Training batch size.
@@ -118,6 +126,7 @@ class FashionMNISTDataModule(ClassificationDataModule):
         data_dir: str = DEFAULT_DATA_DIR,
         download: bool = False,
         val_size: int = 5000,
+        train_size: int | None = None,
         augment: bool = False,
         cutout: int = 0,
         batch_size: int = 128,
@@ -137,11 +146,14 @@ class FashionMNISTDataModule(ClassificationDataModule):
         )
         check_non_negative_int(type(self).__name__, "val_size", val_size)
         check_non_negative_int(type(self).__name__, "cutout", cutout)
+        if train_size is not None:
+            check_positive_int(type(self).__name__, "train_size", train_size)
         self.save_hyperparameters()
         self.cutout = cutout
         self.data_dir = Path(data_dir)
         self.download = download
         self.val_size = val_size
+        self.train_size = train_size
         self.augment = augment
 
     @property
@@ -228,20 +240,23 @@ class FashionMNISTDataModule(ClassificationDataModule):
             return
         files = self.find_files()
         train_full, test = self._load(files, "train"), self._load(files, "test")
-        if self.val_size >= len(train_full):
+        held_out = [self.val_size] + ([] if self.train_size is None else [self.train_size])
+        if sum(held_out) >= len(train_full):
+            sizes = "`val_size`" + ("" if self.train_size is None else " + `train_size`")
             raise ValueError(
-                f"FashionMNISTDataModule: `val_size` must be smaller than the {len(train_full)} training images, "
-                f"got {self.val_size}"
+                f"FashionMNISTDataModule: {sizes} must be smaller than the {len(train_full)} training images, "
+                f"got {' + '.join(map(str, held_out))}"
             )
         eval_transform = self._transform(train=False)
         self.test_dataset = IndexedDataset(test, eval_transform)
-        if self.val_size == 0:
-            self.train_dataset = IndexedDataset(train_full, self._transform(train=True))
-            self.val_dataset = IndexedDataset(test, eval_transform)
-        else:
-            train_idx, val_idx = stratified_split(train_full.tensors[1].numpy(), [self.val_size], seed=self.seed)
-            self.train_dataset = IndexedDataset(Subset(train_full, train_idx.tolist()), self._transform(train=True))
-            self.val_dataset = IndexedDataset(Subset(train_full, val_idx.tolist()), eval_transform)
+        rest, val_idx, *kept = stratified_split(train_full.tensors[1].numpy(), held_out, seed=self.seed)
+        train_idx = kept[0] if kept else rest
+        self.train_dataset = IndexedDataset(Subset(train_full, train_idx.tolist()), self._transform(train=True))
+        self.val_dataset = (
+            IndexedDataset(test, eval_transform)
+            if self.val_size == 0
+            else IndexedDataset(Subset(train_full, val_idx.tolist()), eval_transform)
+        )
         rank_zero_info(
             f"FashionMNISTDataModule: {len(self.train_dataset)} train / {len(self.val_dataset)} val / "
             f"{len(self.test_dataset)} test images from {files['train_images'].parent}"

@@ -78,7 +78,8 @@ def test_fashion_mnist_reads_files_back_exactly(fashion_dir):
     folder, (train_x, train_y), (test_x, test_y) = fashion_dir
     dm = FashionMNISTDataModule(folder, val_size=0, num_workers=0)
     dm.setup("fit")
-    stored_x, stored_y = dm.train_dataset.dataset.tensors
+    assert dm.train_dataset.dataset.indices == list(range(40))  # val_size=0: every training image trains
+    stored_x, stored_y = dm.train_dataset.dataset.dataset.tensors
     assert torch.equal(stored_x, torch.from_numpy(train_x).unsqueeze(1))
     assert torch.equal(stored_y, torch.from_numpy(train_y.astype(np.int64)))
     x, y, index = dm.test_dataset[7]
@@ -158,9 +159,31 @@ def test_fashion_mnist_rejects_val_size_not_below_train_size(fashion_dir):
         FashionMNISTDataModule(fashion_dir[0], val_size=40).setup("fit")
 
 
+def test_fashion_mnist_train_size_keeps_a_stratified_subset_beside_the_same_val_split(fashion_dir):
+    folder = fashion_dir[0]
+    full = FashionMNISTDataModule(folder, val_size=10, seed=5)
+    subset = FashionMNISTDataModule(folder, val_size=10, train_size=20, seed=5)
+    for dm in (full, subset):
+        dm.setup("fit")
+    assert subset.val_dataset.dataset.indices == full.val_dataset.dataset.indices
+    train_indices = subset.train_dataset.dataset.indices
+    assert len(train_indices) == 20 and set(train_indices) < set(full.train_dataset.dataset.indices)
+    assert sorted(subset.train_dataset[i][1].item() for i in range(20)) == sorted(list(range(10)) * 2)
+
+
+def test_fashion_mnist_rejects_train_and_val_sizes_covering_the_training_set(fashion_dir):
+    with pytest.raises(ValueError, match=r"`val_size` \+ `train_size` must be smaller than the 40 .* got 10 \+ 30"):
+        FashionMNISTDataModule(fashion_dir[0], val_size=10, train_size=30).setup("fit")
+
+
 @pytest.mark.parametrize(
     ("kwargs", "name"),
-    [({"val_size": -1}, "val_size"), ({"batch_size": 0}, "batch_size"), ({"eval_batch_size": 0}, "eval_batch_size")],
+    [
+        ({"val_size": -1}, "val_size"),
+        ({"train_size": 0}, "train_size"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"eval_batch_size": 0}, "eval_batch_size"),
+    ],
 )
 def test_fashion_mnist_rejects_bad_arguments(kwargs, name):
     with pytest.raises(ValueError, match=f"`{name}`"):
