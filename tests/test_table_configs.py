@@ -120,5 +120,27 @@ def test_digits_sweep_parses():
 @pytest.mark.parametrize("name", ["baseline", "label_smoothing", "selfkd"])
 def test_digits_demo_config_parses(name):
     config = parse(CONFIGS / "digits" / "demo" / f"{name}.yaml")
-    assert config.trainer.max_epochs == 150
+    assert config.trainer.max_epochs == 40
+    assert config.model.init_args.lr_scheduler.init_args.milestones == [25, 35]
     assert config.model.init_args.optimizer.init_args.weight_decay == 0.0
+    assert config.data.init_args.augment is False
+
+
+def test_fashion_mnist_overconfident_sweep_runs_the_issue_rows():
+    sweep = Sweep.from_file(CONFIGS / "sweeps" / "fashion_mnist_overconfident.yaml")
+    rows = {m.name: (m.config.name, m.temperature_scaling) for m in sweep.methods}
+    assert rows == {
+        "Baseline": ("baseline.yaml", True),
+        "+ Label smoothing": ("label_smoothing.yaml", False),
+        "+ Self-KD (cache)": ("selfkd_cache.yaml", True),
+        "+ Self-KD (snapshot)": ("selfkd_snapshot.yaml", True),
+    }
+    assert len(sweep.seeds) >= 5
+
+
+@pytest.mark.parametrize("name", ["baseline", "label_smoothing", "selfkd_cache", "selfkd_snapshot"])
+def test_fashion_mnist_overconfident_config_parses(name):
+    config = parse(CONFIGS / "fashion_mnist_overconfident" / f"{name}.yaml")
+    assert config.model.init_args.backbone == "cifar:resnet20"
+    assert (config.data.init_args.train_size, config.data.init_args.val_size) == (1000, 2000)
+    assert config.trainer.max_epochs == 40
