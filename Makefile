@@ -1,10 +1,11 @@
 # Two entry points (see README.md): `make demo` and `make test`. Both create .venv on first use.
+# `make docs` builds the documentation site into site/.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint install notebook clean
+.PHONY: demo test docs bench lint install notebook clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,12 +34,17 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# The documentation site (mkdocs.yml, docs/) into site/; strict: a broken link, reference or docstring fails.
+# tests/docs/test_docs.py builds it the same way inside `make test`.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 bench: $(STAMP)
 	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 lint: $(STAMP)
-	$(BIN)/ruff check lightning_skd tests benchmarks
-	$(BIN)/ruff format --check lightning_skd tests benchmarks
+	$(BIN)/ruff check lightning_skd tests benchmarks docs
+	$(BIN)/ruff format --check lightning_skd tests benchmarks docs
 
 clean:
-	rm -rf $(VENV) lightning_logs outputs notebooks/lightning_logs
+	rm -rf $(VENV) lightning_logs outputs notebooks/lightning_logs site

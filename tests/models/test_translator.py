@@ -161,7 +161,7 @@ def test_translator_token_cache_self_kd_trains_through_the_callback(corpus, tmp_
 
 # Short CPU runs that learn the toy pair (600 training pairs). The threshold: the monotone word-for-word translation
 # of the same test set (the dictionary without the two reordering rules) scores 7.5 BLEU, so a greedy BLEU above 50
-# needs both the dictionary and the reordering. Measured with seed 0: see the README's Translation section.
+# needs both the dictionary and the reordering. Measured with seed 0: see docs/guides/translation.md (Tested).
 LEARNING_RUNS = {
     "transformer": (
         functools.partial(TransformerSeq2Seq, num_encoder_layers=1, num_decoder_layers=1, d_model=64, nhead=4,
