@@ -34,6 +34,20 @@ class PlainHelpFormatter(DefaultHelpFormatter):
     def _fill_text(self, text: str, width: int, indent: str) -> str:
         return super()._fill_text(plain_text(text), width, indent)
 
+    def start_section(self, heading: str | None) -> None:
+        """A section of the help; its heading (a class docstring's first line) in plain text."""
+        super().start_section(plain_text(heading) if heading else heading)
+
+
+class PlainHelpParser(LightningArgumentParser):
+    """Lightning's argument parser with :class:`PlainHelpFormatter` by default.
+
+    jsonargparse builds the parser of a ``--model.help CLASS`` from the parser's class, so that help is plain too.
+    """
+
+    def __init__(self, *args: Any, formatter_class: type = PlainHelpFormatter, **kwargs: Any) -> None:
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
 
 class SelfKDCLI(LightningCLI):
     """``LightningCLI`` with subclass mode for both model and data, and config saving that never refuses a rerun.
@@ -44,6 +58,7 @@ class SelfKDCLI(LightningCLI):
 
     def __init__(self, args: ArgsType = None, run: bool = True, **kwargs) -> None:
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("parser_class", PlainHelpParser)
         super().__init__(
             LightningModule,
             LightningDataModule,
@@ -54,18 +69,13 @@ class SelfKDCLI(LightningCLI):
             **kwargs,
         )
 
-    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
-        """Lightning's parser, with help in plain text (:class:`PlainHelpFormatter`) unless told otherwise."""
-        kwargs.setdefault("formatter_class", PlainHelpFormatter)
-        return super().init_parser(**kwargs)
-
     def before_predict(self) -> None:
         """Add a :class:`~lightning_skd.callbacks.PredictionWriter` unless the trainer has a prediction writer."""
         if not any(isinstance(callback, BasePredictionWriter) for callback in self.trainer.callbacks):
             self.trainer.callbacks.append(PredictionWriter())
 
 
-__all__ = ["EXTRA_COMMANDS", "PlainHelpFormatter", "SelfKDCLI", "main"]
+__all__ = ["EXTRA_COMMANDS", "PlainHelpFormatter", "PlainHelpParser", "SelfKDCLI", "main"]
 
 if __name__ == "__main__":
     main()

@@ -86,6 +86,23 @@ def test_subcommand_help_is_plain_text(name, capsys):
     assert not markup, markup
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["fit", "--model.help", "lightning_skd.models.ImageClassifier"],
+        ["test", "--data.help", "lightning_skd.data.DigitsDataModule"],
+    ],
+)
+def test_class_help_of_a_lightning_subcommand_is_plain_text(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert f"Help for {argv[1]}={argv[2]}" in out
+    markup = sorted({line.strip() for line in out.splitlines() if REST_MARKUP.search(line)})
+    assert not markup, markup
+
+
 def test_top_level_help_imports_neither_torch_nor_lightning():
     code = (
         "import sys\n"
