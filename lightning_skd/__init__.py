@@ -13,13 +13,50 @@ subpackages (``lightning_skd.models``, ``.data``, ``.metrics``, ``.callbacks.tea
 * :class:`LightningSKDWarning` -- the category of every warning the library emits.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from lightning_skd._warnings import LightningSKDWarning
-from lightning_skd.callbacks.alpha_schedules import AlphaSchedule, ConstantAlpha, LinearAlpha, StepAlpha
-from lightning_skd.callbacks.self_kd import SelfKDCallback, self_kd_loss
-from lightning_skd.callbacks.skd_alpha_scheduler import SKDAlphaScheduler
-from lightning_skd.data.indexed import IndexedDataset
-from lightning_skd.losses.embedding_skd import EmbeddingSKDLoss
-from lightning_skd.metrics.collection import CalibrationMetrics
+
+if TYPE_CHECKING:
+    from lightning_skd.callbacks.alpha_schedules import AlphaSchedule, ConstantAlpha, LinearAlpha, StepAlpha
+    from lightning_skd.callbacks.self_kd import SelfKDCallback, self_kd_loss
+    from lightning_skd.callbacks.skd_alpha_scheduler import SKDAlphaScheduler
+    from lightning_skd.data.indexed import IndexedDataset
+    from lightning_skd.losses.embedding_skd import EmbeddingSKDLoss
+    from lightning_skd.metrics.collection import CalibrationMetrics
+
+# The names below (and the submodules) are imported on first use, so that what needs none of them starts without
+# torch and Lightning: ``lightning-skd --help`` answers in a fraction of a second.
+_EXPORTS = {
+    "AlphaSchedule": "lightning_skd.callbacks.alpha_schedules",
+    "CalibrationMetrics": "lightning_skd.metrics.collection",
+    "ConstantAlpha": "lightning_skd.callbacks.alpha_schedules",
+    "EmbeddingSKDLoss": "lightning_skd.losses.embedding_skd",
+    "IndexedDataset": "lightning_skd.data.indexed",
+    "LinearAlpha": "lightning_skd.callbacks.alpha_schedules",
+    "SKDAlphaScheduler": "lightning_skd.callbacks.skd_alpha_scheduler",
+    "SelfKDCallback": "lightning_skd.callbacks.self_kd",
+    "StepAlpha": "lightning_skd.callbacks.alpha_schedules",
+    "self_kd_loss": "lightning_skd.callbacks.self_kd",
+}
+_SUBMODULES = (
+    "callbacks",
+    "cli",
+    "commands",
+    "compare",
+    "data",
+    "functional",
+    "losses",
+    "metrics",
+    "models",
+    "objectives",
+    "optim",
+    "regularizers",
+    "tools",
+)
 
 __all__ = [
     "AlphaSchedule",
@@ -35,3 +72,17 @@ __all__ = [
     "self_kd_loss",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS, *_SUBMODULES})

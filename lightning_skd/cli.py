@@ -6,19 +6,47 @@ Example:
 Any ``LightningModule`` / ``LightningDataModule`` importable by class path can be named in a config, so the
 classes of this package need no registry and no ``if/elif`` chain.
 
+The console script's entry point and the other subcommands (``compare``, ``configs``, ...) are in
+:mod:`lightning_skd.commands`, which imports this module only for ``fit``, ``validate``, ``test`` and ``predict``;
+``main`` is re-exported here.
+
 """
 
 from __future__ import annotations
 
-import importlib
-import sys
-from collections.abc import Sequence
+from typing import Any
 
+from jsonargparse import DefaultHelpFormatter
 from pytorch_lightning import LightningDataModule, LightningModule
 from pytorch_lightning.callbacks import BasePredictionWriter
-from pytorch_lightning.cli import ArgsType, LightningCLI
+from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from lightning_skd.callbacks.prediction_writer import PredictionWriter
+from lightning_skd.commands import EXTRA_COMMANDS, main, plain_text
+
+
+class PlainHelpFormatter(DefaultHelpFormatter):
+    """jsonargparse's help formatter, with the reStructuredText markup of docstrings removed (:func:`plain_text`)."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return super()._split_lines(plain_text(text), width)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return super()._fill_text(plain_text(text), width, indent)
+
+    def start_section(self, heading: str | None) -> None:
+        """A section of the help; its heading (a class docstring's first line) in plain text."""
+        super().start_section(plain_text(heading) if heading else heading)
+
+
+class PlainHelpParser(LightningArgumentParser):
+    """Lightning's argument parser with :class:`PlainHelpFormatter` by default.
+
+    jsonargparse builds the parser of a ``--model.help CLASS`` from the parser's class, so that help is plain too.
+    """
+
+    def __init__(self, *args: Any, formatter_class: type = PlainHelpFormatter, **kwargs: Any) -> None:
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
 
 
 class SelfKDCLI(LightningCLI):
@@ -30,6 +58,7 @@ class SelfKDCLI(LightningCLI):
 
     def __init__(self, args: ArgsType = None, run: bool = True, **kwargs) -> None:
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("parser_class", PlainHelpParser)
         super().__init__(
             LightningModule,
             LightningDataModule,
@@ -46,23 +75,7 @@ class SelfKDCLI(LightningCLI):
             self.trainer.callbacks.append(PredictionWriter())
 
 
-#: Subcommands that are not LightningCLI's: name -> "module:function" taking the remaining arguments.
-EXTRA_COMMANDS = {
-    "compare": "lightning_skd.compare:main",
-    "export-backbone": "lightning_skd.tools.export_backbone:main",
-    "detection-table": "lightning_skd.tools.detection_table:main",
-}
-
-
-def main(args: Sequence[str] | None = None) -> None:
-    """Entry point of the ``lightning-skd`` console script (``EXTRA_COMMANDS`` first, then LightningCLI)."""
-    argv = list(args) if args is not None else sys.argv[1:]
-    if argv and argv[0] in EXTRA_COMMANDS:
-        module, _, function = EXTRA_COMMANDS[argv[0]].partition(":")
-        getattr(importlib.import_module(module), function)(argv[1:])
-        return
-    SelfKDCLI(args=list(args) if args is not None else None)
-
+__all__ = ["EXTRA_COMMANDS", "PlainHelpFormatter", "PlainHelpParser", "SelfKDCLI", "main"]
 
 if __name__ == "__main__":
     main()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from lightning_skd.cli import main as cli
 from lightning_skd.data.synthetic_detection import write_synthetic_classification, write_synthetic_voc
+from lightning_skd.tools.configs import shipped_config
 
 CLASSES = ["red", "green", "blue"]
 METHODS = {
@@ -69,7 +70,7 @@ def detector_args(method: str, backbone: Path, voc: Path, root: Path, seed: int,
     """The shipped config of ``method`` with the small-image, small-head overrides of the tests."""
     return [
         "--config",
-        str(Path(__file__).parents[2] / "configs" / "voc" / f"faster_rcnn_{method}.yaml"),
+        str(shipped_config(f"voc/faster_rcnn_{method}.yaml")),
         f"--seed_everything={seed}",
         f"--model.init_args.backbone_file={backbone}",
         f"--data.init_args.data_dir={voc}",
