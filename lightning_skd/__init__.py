@@ -11,8 +11,12 @@ subpackages (``lightning_skd.models``, ``.data``, ``.metrics``, ``.callbacks.tea
 * :class:`CalibrationMetrics` -- ECE (and its over/under-confidence split), adaptive ECE, Brier, AURC, E-AURC, NLL and
   top-k error as one torchmetrics collection, DDP-correct.
 * :class:`LightningSKDWarning` -- the category of every warning the library emits.
+* ``LIGHTNING_NAMESPACE`` -- the Lightning package the library builds on, ``"pytorch_lightning"`` (the default) or
+  ``"lightning.pytorch"``, chosen once when it is first imported (see :mod:`lightning_skd._lightning` and
+  docs/namespaces.md).
 """
 
+from lightning_skd._lightning import NAMESPACE as LIGHTNING_NAMESPACE
 from lightning_skd._warnings import LightningSKDWarning
 from lightning_skd.callbacks.alpha_schedules import AlphaSchedule, ConstantAlpha, LinearAlpha, StepAlpha
 from lightning_skd.callbacks.self_kd import SelfKDCallback, self_kd_loss
@@ -27,6 +31,7 @@ __all__ = [
     "ConstantAlpha",
     "EmbeddingSKDLoss",
     "IndexedDataset",
+    "LIGHTNING_NAMESPACE",
     "LightningSKDWarning",
     "LinearAlpha",
     "SKDAlphaScheduler",

@@ -14,10 +14,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from pytorch_lightning import LightningDataModule, LightningModule
-from pytorch_lightning.callbacks import BasePredictionWriter
-from pytorch_lightning.cli import ArgsType, LightningCLI
-
+from lightning_skd._lightning import ArgsType, BasePredictionWriter, LightningCLI, LightningDataModule, LightningModule
 from lightning_skd.callbacks.prediction_writer import PredictionWriter
 
 
