@@ -11,6 +11,9 @@ subpackages (``lightning_skd.models``, ``.data``, ``.metrics``, ``.callbacks.tea
 * :class:`CalibrationMetrics` -- ECE (and its over/under-confidence split), adaptive ECE, Brier, AURC, E-AURC, NLL and
   top-k error as one torchmetrics collection, DDP-correct.
 * :class:`LightningSKDWarning` -- the category of every warning the library emits.
+* ``LIGHTNING_NAMESPACE`` -- the Lightning package the library builds on, ``"pytorch_lightning"`` (the default) or
+  ``"lightning.pytorch"``, chosen once, when the library first imports Lightning (see
+  :mod:`lightning_skd._lightning` and docs/namespaces.md).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
 # The names below (and the submodules) are imported on first use, so that what needs none of them starts without
 # torch and Lightning: ``lightning-skd --help`` answers in a fraction of a second.
 _EXPORTS = {
+    "LIGHTNING_NAMESPACE": "lightning_skd._lightning",
     "AlphaSchedule": "lightning_skd.callbacks.alpha_schedules",
     "CalibrationMetrics": "lightning_skd.metrics.collection",
     "ConstantAlpha": "lightning_skd.callbacks.alpha_schedules",
@@ -64,6 +68,7 @@ __all__ = [
     "ConstantAlpha",
     "EmbeddingSKDLoss",
     "IndexedDataset",
+    "LIGHTNING_NAMESPACE",
     "LightningSKDWarning",
     "LinearAlpha",
     "SKDAlphaScheduler",
@@ -76,7 +81,8 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        module = importlib.import_module(_EXPORTS[name])
+        value = module.NAMESPACE if name == "LIGHTNING_NAMESPACE" else getattr(module, name)
         globals()[name] = value  # later lookups skip this function
         return value
     if name in _SUBMODULES:

@@ -17,10 +17,15 @@ from __future__ import annotations
 from typing import Any
 
 from jsonargparse import DefaultHelpFormatter
-from pytorch_lightning import LightningDataModule, LightningModule
-from pytorch_lightning.callbacks import BasePredictionWriter
-from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
 
+from lightning_skd._lightning import (
+    ArgsType,
+    BasePredictionWriter,
+    LightningArgumentParser,
+    LightningCLI,
+    LightningDataModule,
+    LightningModule,
+)
 from lightning_skd.callbacks.prediction_writer import PredictionWriter
 from lightning_skd.commands import EXTRA_COMMANDS, main, plain_text
 

@@ -27,10 +27,10 @@ import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import pytorch_lightning as pl
 from torch import Tensor
 
 from lightning_skd._constants import IGNORE_INDEX
+from lightning_skd._lightning import pl
 from lightning_skd.callbacks.self_kd import SelfKDCallback, self_kd_loss
 from lightning_skd.callbacks.skd_alpha_scheduler import SKDAlphaScheduler
 from lightning_skd.functional.soft_targets import hard_target_cross_entropy

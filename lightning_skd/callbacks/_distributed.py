@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import pytorch_lightning as pl
 import torch
 from torch import Tensor
+
+from lightning_skd._lightning import pl
 
 
 def all_gather_rows(trainer: pl.Trainer, keys: Tensor, payload: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from lightning_skd._lightning import pl
 from lightning_skd.callbacks.prediction_table import TeacherRows
 
 _COUNTS = (

@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import BasePredictionWriter
-from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 from typing_extensions import override
+
+from lightning_skd._lightning import BasePredictionWriter, check_trainer, pl, rank_zero_info
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -40,6 +39,11 @@ class PredictionWriter(BasePredictionWriter):
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.filename = filename
         self.path: Path | None = None  # the merged file of the last predict run
+
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Check the trainer (a Trainer of the Lightning package lightning_skd was imported on)."""
+        check_trainer(trainer, "PredictionWriter")
 
     @override
     def write_on_epoch_end(

@@ -11,15 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
 from lightning_skd._constants import IGNORE_INDEX
+from lightning_skd._lightning import Callback, check_trainer, pl, rank_zero_warn
 from lightning_skd._warnings import LightningSKDWarning
 from lightning_skd.callbacks._checkpoint_format import migrate_self_kd_state
 from lightning_skd.callbacks._statistics import EpochStatistics
@@ -345,6 +343,7 @@ class SelfKDCallback(Callback):
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Check the trainer and start afresh; a resumed checkpoint's state is loaded after this."""
+        check_trainer(trainer, "SelfKDCallback")
         if stage != "fit":
             return
         if sum(isinstance(cb, SelfKDCallback) for cb in trainer.callbacks) > 1:

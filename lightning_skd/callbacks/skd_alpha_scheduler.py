@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytorch_lightning as pl
-from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.utilities import rank_zero_warn
 from typing_extensions import override
 
+from lightning_skd._lightning import Callback, check_trainer, pl, rank_zero_warn
 from lightning_skd._warnings import LightningSKDWarning
 from lightning_skd.functional.embedding_skd import check_schedule_args, skd_alpha
 from lightning_skd.losses.embedding_skd import EmbeddingSKDLoss
@@ -83,7 +81,8 @@ class SKDAlphaScheduler(Callback):
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Check that the model holds an ``EmbeddingSKDLoss`` to drive."""
+        """Check the trainer, and that the model holds an ``EmbeddingSKDLoss`` to drive."""
+        check_trainer(trainer, "SKDAlphaScheduler")
         self._warned_clip = False
         if stage == "fit" and not self._losses(pl_module):
             raise ValueError(

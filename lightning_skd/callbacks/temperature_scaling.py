@@ -5,16 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
-from pytorch_lightning.utilities.model_helpers import is_overridden
 from torch import Tensor
 from torch.utils.data import DistributedSampler
 from typing_extensions import override
 
 from lightning_skd._constants import IGNORE_INDEX
+from lightning_skd._lightning import Callback, check_trainer, is_overridden, pl, rank_zero_info, rank_zero_warn
 from lightning_skd._warnings import LightningSKDWarning
 from lightning_skd.functional.temperature import check_temperature_bounds, fit_temperature
 
@@ -84,7 +81,8 @@ class TemperatureScaling(Callback):
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Before a test: check that the module supports temperature scaling and a validation loader exists."""
+        """Check the trainer; before a test, that the module supports temperature scaling and has validation data."""
+        check_trainer(trainer, "TemperatureScaling")
         if stage != "test":
             return
         name = type(pl_module).__name__

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from pytorch_lightning import LightningDataModule
-from pytorch_lightning.utilities import rank_zero_warn
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset
 
+from lightning_skd._lightning import LightningDataModule, rank_zero_warn, warn_if_mixed
 from lightning_skd._warnings import LightningSKDWarning
 from lightning_skd.data.samplers import evaluation_sampler
 
@@ -111,6 +110,7 @@ class ClassificationDataModule(LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        warn_if_mixed(type(self).__name__)
         owner = type(self).__name__
         check_positive_int(owner, "batch_size", batch_size)
         if eval_batch_size is not None:

@@ -7,11 +7,11 @@ import pickle
 from pathlib import Path
 
 import torch
-from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import Subset
 from torchvision.datasets import CIFAR100
 from torchvision.transforms import v2
 
+from lightning_skd._lightning import rank_zero_info
 from lightning_skd.data.base import ClassificationDataModule, check_non_negative_int, stratified_split
 from lightning_skd.data.indexed import IndexedDataset
 from lightning_skd.regularizers.cutout import Cutout

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pytorch_lightning.utilities import rank_zero_info
 from sklearn.datasets import load_digits
 from torch.utils.data import TensorDataset
 from torchvision.transforms import v2
 
+from lightning_skd._lightning import rank_zero_info
 from lightning_skd.data.base import ClassificationDataModule, check_fraction, stratified_split
 from lightning_skd.data.indexed import IndexedDataset
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import Subset, TensorDataset
 from torchvision.transforms import v2
 
+from lightning_skd._lightning import rank_zero_info
 from lightning_skd.data.base import (
     ClassificationDataModule,
     check_non_negative_int,

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from pytorch_lightning.utilities import rank_zero_info
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import find_classes
 from torchvision.transforms import v2
 
+from lightning_skd._lightning import rank_zero_info
 from lightning_skd.data.base import ClassificationDataModule, check_positive_int
 from lightning_skd.data.indexed import IndexedDataset
 

@@ -13,13 +13,12 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
-from pytorch_lightning import LightningDataModule
-from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader
 from typing_extensions import override
 
 from lightning_skd._constants import IGNORE_INDEX
+from lightning_skd._lightning import LightningDataModule, rank_zero_info, warn_if_mixed
 from lightning_skd.data.subword import BOS_ID, EOS_ID, PAD_ID, UNK_ID, SubwordTokenizer
 from lightning_skd.data.token_batching import TokenBatchSampler
 
@@ -264,6 +263,7 @@ class ParallelTextDataModule(LightningDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__()
+        warn_if_mixed(type(self).__name__)
         owner = "ParallelTextDataModule"
         for name, value in (("source_lang", source_lang), ("target_lang", target_lang)):
             if not isinstance(value, str) or not value or "/" in value:

@@ -12,13 +12,9 @@ has at least ``world_size`` samples.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import Dataset
 
-if TYPE_CHECKING:
-    import pytorch_lightning as pl
+from lightning_skd._lightning import UnrepeatedDistributedSampler, pl
 
 
 def evaluation_sampler(trainer: pl.Trainer | None, dataset: Dataset, owner: str) -> UnrepeatedDistributedSampler | None:

@@ -7,13 +7,12 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-from pytorch_lightning import LightningDataModule
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
 from lightning_skd._constants import IGNORE_INDEX
+from lightning_skd._lightning import LightningDataModule, rank_zero_info, rank_zero_only, warn_if_mixed
 from lightning_skd.data.samplers import evaluation_sampler
 from lightning_skd.data.vocabulary import Vocabulary
 
@@ -185,6 +184,7 @@ class TextLMDataModule(LightningDataModule):
         unk_token: str = "<unk>",
     ) -> None:
         super().__init__()
+        warn_if_mixed(type(self).__name__)
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"TextLMDataModule: `{name}` must be an integer >= 1, got {value!r}")

@@ -10,12 +10,11 @@ from typing import Any
 
 import torch
 from PIL import Image
-from pytorch_lightning import LightningDataModule
-from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as TF
 
+from lightning_skd._lightning import LightningDataModule, rank_zero_info, warn_if_mixed
 from lightning_skd.data.base import check_non_negative_int, check_positive_int
 from lightning_skd.data.samplers import evaluation_sampler
 
@@ -177,6 +176,7 @@ class VOCDetectionDataModule(LightningDataModule):
         pin_memory: bool = False,
     ) -> None:
         super().__init__()
+        warn_if_mixed(type(self).__name__)
         owner = type(self).__name__
         check_positive_int(owner, "batch_size", batch_size)
         check_positive_int(owner, "eval_batch_size", eval_batch_size)

@@ -7,9 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.detection import FasterRCNN
@@ -19,6 +17,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from lightning_skd._lightning import LRSchedulerCallable, OptimizerCallable, pl, warn_if_mixed
 from lightning_skd.data.voc_detection import VOC_CLASSES
 from lightning_skd.metrics.coco_map import COCOMeanAveragePrecision
 from lightning_skd.metrics.voc07_map import VOC07MeanAveragePrecision
@@ -139,6 +138,7 @@ class Detector(pl.LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__()
+        warn_if_mixed(type(self).__name__)
         class_names = list(class_names)
         if not class_names or len(set(class_names)) != len(class_names):
             raise ValueError(f"Detector: `class_names` must be distinct names, got {class_names!r}")

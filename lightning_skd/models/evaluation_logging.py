@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 
-import pytorch_lightning as pl
 from torch import Tensor
+
+from lightning_skd._lightning import pl
 
 __all__ = ["log_evaluation"]
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from matplotlib.figure import Figure
-from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from lightning_skd._lightning import LRSchedulerCallable, OptimizerCallable, pl, warn_if_mixed
 from lightning_skd.functional.soft_targets import hard_target_cross_entropy
 from lightning_skd.metrics import CalibrationMetrics
 from lightning_skd.models.backbones import build_backbone
@@ -72,6 +71,7 @@ class ImageClassifier(pl.LightningModule):
         log_figures: bool = True,
     ) -> None:
         super().__init__()
+        warn_if_mixed(type(self).__name__)
         if not (isinstance(num_classes, int) and num_classes >= 2):
             raise ValueError(f"`num_classes` must be an integer >= 2, got {num_classes!r}.")
         if not (isinstance(in_channels, int) and in_channels >= 1):

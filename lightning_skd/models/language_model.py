@@ -6,12 +6,11 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pytorch_lightning import LightningModule
-from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from typing_extensions import override
 
 from lightning_skd._constants import IGNORE_INDEX
+from lightning_skd._lightning import LightningModule, LRSchedulerCallable, OptimizerCallable, warn_if_mixed
 from lightning_skd.functional.soft_targets import hard_target_cross_entropy
 from lightning_skd.metrics.sentence_nll import SentenceNLL
 from lightning_skd.models.evaluation_logging import log_evaluation
@@ -86,6 +85,7 @@ class LanguageModel(LightningModule):
         lr_scheduler_monitor: str = "val/sentence_nll",
     ) -> None:
         super().__init__()
+        warn_if_mixed(type(self).__name__)
         for name, value in (
             ("embedding_dim", embedding_dim),
             ("hidden_size", hidden_size),

@@ -6,14 +6,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
-from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 from typing_extensions import override
 
 from lightning_skd._constants import IGNORE_INDEX
+from lightning_skd._lightning import LRSchedulerCallable, OptimizerCallable, pl, rank_zero_info, warn_if_mixed
 from lightning_skd.callbacks.prediction_writer import PredictionWriter
 from lightning_skd.functional.soft_targets import hard_target_cross_entropy
 from lightning_skd.models.evaluation_logging import log_evaluation
@@ -139,6 +137,7 @@ class Translator(pl.LightningModule):
         lr_scheduler_monitor: str = "val/loss",
     ) -> None:
         super().__init__()
+        warn_if_mixed(type(self).__name__)
         if not callable(model) or isinstance(model, nn.Module):
             raise ValueError(
                 "Translator: `model` must be a factory (src_vocab_size, tgt_vocab_size, pad_id) -> Seq2Seq, e.g. a "

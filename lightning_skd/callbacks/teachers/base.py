@@ -6,9 +6,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
-import pytorch_lightning as pl
 from torch import Tensor
 
+from lightning_skd._lightning import pl
 from lightning_skd.callbacks.prediction_table import TeacherRows
 
 

@@ -6,12 +6,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from lightning_skd._lightning import pl, rank_zero_info, rank_zero_warn
 from lightning_skd._warnings import LightningSKDWarning
 from lightning_skd.callbacks._distributed import all_gather_rows
 from lightning_skd.callbacks.memmap_prediction_table import MemmapPredictionTable

@@ -7,10 +7,10 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from lightning_skd._lightning import pl
 from lightning_skd.callbacks.prediction_table import TeacherRows
 from lightning_skd.callbacks.teachers.base import BatchRows, Teacher, check_state_kind
 
