@@ -13,7 +13,7 @@ subpackages (``lightning_skd.models``, ``.data``, ``.metrics``, ``.callbacks.tea
 * :class:`LightningSKDWarning` -- the category of every warning the library emits.
 * ``LIGHTNING_NAMESPACE`` -- the Lightning package the library builds on, ``"pytorch_lightning"`` (the default) or
   ``"lightning.pytorch"``, chosen once, when the library first imports Lightning (see
-  :mod:`lightning_skd._lightning` and docs/namespaces.md).
+  ``lightning_skd._lightning`` and docs/namespaces.md).
 """
 
 from __future__ import annotations

@@ -4,12 +4,14 @@ Lightning ships the same code under two package names: ``pytorch_lightning`` (th
 ``lightning.pytorch`` (the ``lightning`` package). Their classes are distinct: a ``lightning.pytorch.Trainer`` rejects a
 ``pytorch_lightning.LightningModule`` and a ``lightning.pytorch`` ``LightningCLI`` rejects a ``pytorch_lightning``
 callback. A library built on Lightning therefore has to build on the package its user's Trainer comes from. This
-module picks it **once, when lightning_skd is first imported**, by the first rule that applies:
+module picks it **once, when lightning_skd first imports Lightning** (the package root loads lazily, so that is the
+first use of a name that needs Lightning: ``lightning_skd.SelfKDCallback``, a submodule, a LightningCLI class path),
+by the first rule that applies:
 
 1. The environment variable ``LIGHTNING_SKD_NAMESPACE``, if set: ``pytorch_lightning`` or ``lightning.pytorch``
    (any other value is an error).
 2. ``lightning.pytorch`` if it is already imported and ``pytorch_lightning`` is not (``import lightning.pytorch as L``
-   or ``import lightning as L`` before ``import lightning_skd``).
+   or ``import lightning as L`` before lightning_skd's first use).
 3. ``pytorch_lightning`` if it is installed (the default), else ``lightning.pytorch``.
 
 Every other module of the package imports its Lightning names from here (``from lightning_skd._lightning import
