@@ -1,3 +1,4 @@
+import json
 import os
 import signal
 import subprocess
@@ -52,15 +53,28 @@ def test_memmap_prediction_table_keeps_only_the_newest_generations(tmp_path):
         cache.restore({**cache.state_dict(), "committed_epoch": 1})
 
 
-@pytest.mark.parametrize("crash_point", ["during_epoch", "before_rename", "before_latest"])
-def test_memmap_prediction_table_survives_a_process_killed_while_writing(tmp_path, crash_point):
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
-    result = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), crash_point], env=env, timeout=120)
-    assert result.returncode == -signal.SIGKILL
+CRASH_POINTS = ["during_epoch", "before_rename", "before_latest"]
 
-    reopened = MemmapPredictionTable(tmp_path, NUM_SAMPLES, NUM_CLASSES, topk=4)
+
+@pytest.fixture(scope="module")
+def crashed(tmp_path_factory) -> tuple[Path, dict[str, int]]:
+    """One Python for all crash points (the script forks a child per crash point); the root folder, exit codes."""
+    root = tmp_path_factory.mktemp("crashed")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    command = [sys.executable, str(SCRIPT), str(root), *CRASH_POINTS]
+    result = subprocess.run(command, env=env, timeout=120, stdout=subprocess.PIPE, text=True, check=True)
+    return root, json.loads(result.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize("crash_point", CRASH_POINTS)
+def test_memmap_prediction_table_survives_a_process_killed_while_writing(crashed, crash_point):
+    root, exit_codes = crashed
+    assert exit_codes[crash_point] == -signal.SIGKILL
+    folder = root / crash_point
+
+    reopened = MemmapPredictionTable(folder, NUM_SAMPLES, NUM_CLASSES, topk=4)
     assert reopened.committed_epoch == 0  # epoch 1 never became visible
-    assert not list(tmp_path.glob("*.partial"))
+    assert not list(folder.glob("*.partial"))
     expected = MemoryPredictionTable(NUM_SAMPLES, NUM_CLASSES, topk=4)
     expected.write(torch.arange(NUM_SAMPLES), expected.compress(probs_for_epoch(0)), epoch=0)
     for got, want in zip(

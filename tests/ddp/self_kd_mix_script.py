@@ -7,6 +7,8 @@ stay known) and mixes by a fixed per-rank pattern, so that under DDP one rank mi
 do, or neither. Usage (Lightning re-launches this script for rank 1):
 
     python self_kd_mix_script.py --out DIR --devices 1|2
+
+or, on one device in the caller's process, ``main(["--out", DIR, "--devices", "1"])``.
 """
 
 from __future__ import annotations
@@ -101,13 +103,14 @@ class KnownLogitsClassifier(ImageClassifier):
         return torch.optim.SGD(self.parameters(), lr=0.0)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Fit as the command line says; ``argv`` instead of ``sys.argv[1:]`` runs it in the caller's process."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--devices", type=int, default=1)
     parser.add_argument("--num-samples", type=int, default=13)
     parser.add_argument("--epochs", type=int, default=4)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     pl.seed_everything(0)
     index = torch.arange(args.num_samples)

@@ -3,9 +3,15 @@
 The model's logits are a known function f(index, epoch) of the sample index and the epoch, so the test can compute
 the exact soft target of every sample on every rank. With ``--tokens`` the model is a sequence model: sample ``i`` has
 ``token_lengths(i)`` target tokens (padded to ``MAX_TOKENS`` with -100) and logits f(index, position, epoch) of shape
-(B, T, C), so every token's soft target is known too. Usage (Lightning re-launches this script for rank 1):
+(B, T, C), so every token's soft target is known too.
 
-    python self_kd_script.py --mode cache --out DIR [--num-samples 13] [--tokens]
+One launch fits each configuration named on the command line in turn, in the same two processes (each with its own
+Trainer and callback, writing to ``DIR/<name>``): starting the processes costs far more than these tiny fits. Usage
+(Lightning re-launches this script for rank 1)::
+
+    python self_kd_script.py --out DIR [--num-samples 13] [--epochs 4] NAME=ARGS [NAME=ARGS ...]
+
+where ``ARGS`` are a configuration's options separated by spaces, e.g. ``"cache-top3=--mode cache --cache-topk 3"``.
 """
 
 from __future__ import annotations
@@ -97,17 +103,8 @@ class IndexEpochModel(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.0)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--mode", choices=["cache", "snapshot"], required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--num-samples", type=int, default=13)
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--cache-dtype", default="float32")
-    parser.add_argument("--cache-topk", type=int, default=None)
-    parser.add_argument("--tokens", action="store_true")
-    args = parser.parse_args()
-
+def fit(args: argparse.Namespace, out: Path) -> None:
+    """One configuration: a fresh Trainer, callback and model; records and callback state under ``out``."""
     pl.seed_everything(0)
     index = torch.arange(args.num_samples)
     dataset = TensorDataset(index.float(), index % NUM_CLASSES, index)
@@ -121,13 +118,34 @@ def main() -> None:
         strategy="ddp",
         max_epochs=args.epochs,
         callbacks=[SelfKDCallback(mode=args.mode, alpha_T=0.8, **kwargs)],
-        default_root_dir=args.out,
+        default_root_dir=out,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
     )
     trainer.fit(IndexEpochModel(tokens=args.tokens), loader)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--num-samples", type=int, default=13)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("runs", nargs="+", metavar="NAME=ARGS")
+    options = parser.parse_args()
+
+    run_parser = argparse.ArgumentParser()
+    run_parser.add_argument("--mode", choices=["cache", "snapshot"], required=True)
+    run_parser.add_argument("--cache-dtype", default="float32")
+    run_parser.add_argument("--cache-topk", type=int, default=None)
+    run_parser.add_argument("--tokens", action="store_true")
+    for run in options.runs:
+        name, _, run_args = run.partition("=")
+        args = run_parser.parse_args(run_args.split(), namespace=argparse.Namespace(**vars(options)))
+        out = options.out / name
+        out.mkdir(parents=True, exist_ok=True)
+        fit(args, out)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from lightning_skd.cli import main
 from tests.helpers.detection import FPN_ARGS, SMALL_DETECTOR_ARGS, exported_backbone, generated_voc
-from tests.helpers.multiprocess import run_cli
+from tests.helpers.multiprocess import QUIET_ARGS, run_cli
 
 CONFIG = Path(__file__).parents[2] / "configs" / "voc" / "faster_rcnn_selfkd.yaml"
 
@@ -17,7 +18,8 @@ def _results(folder: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def test_detector_ddp_fit_and_test_match_single_process(tmp_path):
+@pytest.mark.usefixtures("one_thread")
+def test_detector_ddp_fit_and_test_match_single_process(tmp_path, monkeypatch):
     backbone = exported_backbone(tmp_path)
     # 7 test images: the ranks evaluate 4 and 3 (unrepeated sampler), in batches of 2.
     voc = generated_voc(tmp_path / "voc", trainval=8, test=7, seed=1)
@@ -56,16 +58,19 @@ def test_detector_ddp_fit_and_test_match_single_process(tmp_path):
         ddp=True,
         timeout=240,
     )
-    run_cli(
-        "test",
-        *common,
-        "--trainer.accelerator=cpu",
-        "--trainer.devices=1",
-        f"--trainer.default_root_dir={single_root}",
-        f"--trainer.logger.save_dir={single_root}",
-        f"--ckpt_path={checkpoint}",
-        cwd=tmp_path,
-        timeout=240,
+    # the single-process reference in this process (the same CLI entry point; no second Python to start)
+    monkeypatch.chdir(tmp_path)
+    main(
+        [
+            "test",
+            *common,
+            *QUIET_ARGS,
+            "--trainer.accelerator=cpu",
+            "--trainer.devices=1",
+            f"--trainer.default_root_dir={single_root}",
+            f"--trainer.logger.save_dir={single_root}",
+            f"--ckpt_path={checkpoint}",
+        ]
     )
     ddp, single = _results(ddp_root / "test"), _results(single_root)
     assert single["voc07_map"] > 0.0  # a non-trivial value to compare

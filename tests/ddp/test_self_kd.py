@@ -17,28 +17,28 @@ NUM_SAMPLES = 13  # odd: DistributedSampler pads one rank with a repeated index
 EPOCHS = 4
 
 
+# Every configuration the tests below read, by name: fitted one after the other in a single 2-process launch.
+RUNS = {
+    "cache": ["--mode", "cache"],
+    "cache-top3-float16": ["--mode", "cache", "--cache-dtype", "float16", "--cache-topk", "3"],  # bytes payloads
+    "snapshot": ["--mode", "snapshot"],
+    "token-cache-top2-float16": ["--mode", "cache", "--tokens", "--cache-dtype", "float16", "--cache-topk", "2"],
+    "token-snapshot": ["--mode", "snapshot", "--tokens"],
+}
+
+
 @pytest.fixture(scope="module")
-def ddp_run(tmp_path_factory):
-    """Runs each DDP configuration once per module; returns its output folder."""
-    folders: dict[tuple[str, ...], Path] = {}
-
-    def get(mode: str, extra_args: list[str]) -> Path:
-        key = (mode, *extra_args)
-        if key not in folders:
-            folders[key] = tmp_path_factory.mktemp("ddp")
-            run_ddp(mode, folders[key], extra_args)
-        return folders[key]
-
-    return get
+def ddp_runs(tmp_path_factory) -> dict[str, Path]:
+    """Fits every configuration of ``RUNS`` once per module, in one launch; returns each one's output folder."""
+    out = tmp_path_factory.mktemp("ddp")
+    runs = [f"{name}={' '.join(args)}" for name, args in RUNS.items()]
+    args = ["--out", str(out), "--num-samples", str(NUM_SAMPLES), "--epochs", str(EPOCHS), *runs]
+    run_command([sys.executable, str(SCRIPT), *args], out, timeout=300)  # fails with every rank's stack on a hang
+    return {name: out / name for name in RUNS}
 
 
 def load_records(out: Path) -> list[list[tuple[int, int, torch.Tensor]]]:
     return [torch.load(out / f"records_rank{rank}.pt") for rank in range(2)]
-
-
-def run_ddp(mode: str, out: Path, extra_args: list[str]) -> None:
-    args = ["--mode", mode, "--out", str(out), "--num-samples", str(NUM_SAMPLES), "--epochs", str(EPOCHS), *extra_args]
-    run_command([sys.executable, str(SCRIPT), *args], out, timeout=240)  # fails with every rank's stack on a hang
 
 
 def expected_soft_target(index: int, epoch: int, topk: int | None = None) -> torch.Tensor:
@@ -52,16 +52,13 @@ def expected_soft_target(index: int, epoch: int, topk: int | None = None) -> tor
 
 
 @pytest.mark.parametrize(
-    ("mode", "extra_args", "topk"),
-    [
-        ("cache", [], None),
-        ("cache", ["--cache-dtype", "float16", "--cache-topk", "3"], 3),  # 16-bit payloads travel as bytes
-        ("snapshot", [], None),
-    ],
+    ("run", "topk"),
+    [("cache", None), ("cache-top3-float16", 3), ("snapshot", None)],
     ids=["cache", "cache-top3-float16", "snapshot"],
 )
-def test_self_kd_callback_ddp_soft_targets_exact_on_every_rank(mode, extra_args, topk, ddp_run):
-    per_rank = load_records(ddp_run(mode, extra_args))
+def test_self_kd_callback_ddp_soft_targets_exact_on_every_rank(run, topk, ddp_runs):
+    mode = RUNS[run][1]
+    per_rank = load_records(ddp_runs[run])
     hard = lambda i: F.one_hot(torch.tensor(i % NUM_CLASSES), NUM_CLASSES).float()  # noqa: E731
     expected = lambda i, e: expected_soft_target(i, e, topk)  # noqa: E731
 
@@ -85,9 +82,9 @@ def test_self_kd_callback_ddp_soft_targets_exact_on_every_rank(mode, extra_args,
                 assert torch.allclose(soft, expected(index, epoch)) or torch.allclose(soft, hard(index))
 
 
-def test_self_kd_callback_ddp_rank_zero_state_is_complete(ddp_run):
+def test_self_kd_callback_ddp_rank_zero_state_is_complete(ddp_runs):
     """Only rank 0 writes checkpoints: its cache must hold every sample's latest prediction, like every rank's."""
-    out = ddp_run("cache", [])
+    out = ddp_runs["cache"]
     states = [torch.load(out / f"callback_state_rank{rank}.pt") for rank in range(2)]
     cache = states[0]["teacher"]["table"]
     assert cache["num_rows"] == NUM_SAMPLES
@@ -113,16 +110,14 @@ def expected_token_soft_targets(index: int, epoch: int, topk: int | None) -> tor
 
 
 @pytest.mark.parametrize(
-    ("mode", "extra_args", "topk"),
-    [
-        ("cache", ["--cache-dtype", "float16", "--cache-topk", "2"], 2),
-        ("snapshot", [], None),
-    ],
+    ("run", "topk"),
+    [("token-cache-top2-float16", 2), ("token-snapshot", None)],
     ids=["token-cache-top2-float16", "token-snapshot"],
 )
-def test_self_kd_callback_ddp_token_soft_targets_exact_on_every_rank(mode, extra_args, topk, ddp_run):
+def test_self_kd_callback_ddp_token_soft_targets_exact_on_every_rank(run, topk, ddp_runs):
     """Every (sample, position) reads its own previous-epoch prediction, whichever rank made it; padding is zero."""
-    per_rank = load_records(ddp_run(mode, ["--tokens", *extra_args]))
+    mode = RUNS[run][1]
+    per_rank = load_records(ddp_runs[run])
     seen_on = [{(e, i) for e, i, _ in records} for records in per_rank]
     assert any((e - 1, i) in seen_on[1] and (e - 1, i) not in seen_on[0] for (e, i) in seen_on[0] if e > 0)
     occurrences = collections.Counter((e, i) for records in per_rank for e, i, _ in records)
@@ -140,9 +135,9 @@ def test_self_kd_callback_ddp_token_soft_targets_exact_on_every_rank(mode, extra
                 assert torch.allclose(soft, expected_token_soft_targets(index, epoch, topk)) or torch.equal(soft, hard)
 
 
-def test_self_kd_callback_ddp_token_cache_state_is_complete(ddp_run):
+def test_self_kd_callback_ddp_token_cache_state_is_complete(ddp_runs):
     """Rank 0's token table (what its checkpoint holds) has every token's last-epoch prediction at its flat row."""
-    out = ddp_run("cache", ["--tokens", "--cache-dtype", "float16", "--cache-topk", "2"])
+    out = ddp_runs["token-cache-top2-float16"]
     states = [torch.load(out / f"callback_state_rank{rank}.pt") for rank in range(2)]
     layout = states[0]["teacher"]["layout"]
     lengths = token_lengths(torch.arange(NUM_SAMPLES))
