@@ -58,8 +58,17 @@ def test_detector_configs_differ_only_in_backbone_and_output():
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_detector_each_config_runs_through_the_cli(name, assets, tmp_path):
+def test_detector_each_config_builds_through_the_cli(name, assets, tmp_path):
     config = ["--config", str(CONFIGS / f"faster_rcnn_{name}.yaml"), *_args(assets, tmp_path), *C4_ARGS]
+    cli = SelfKDCLI(args=config, run=False)
+    assert isinstance(cli.model, Detector) and cli.model.class_names == CLASSES
+    assert cli.trainer.max_epochs == 10 and cli.datamodule.batch_size == 1
+
+
+def test_detector_config_fits_tests_and_predicts_through_the_cli(assets, tmp_path):
+    # The three configs are one config with another backbone file (test_detector_configs_differ_only_in_backbone_and_
+    # output), which the test replaces by its own: one of them runs fit, test and predict for all three.
+    config = ["--config", str(CONFIGS / "faster_rcnn_selfkd.yaml"), *_args(assets, tmp_path), *C4_ARGS]
     main(["fit", *config, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2"])
     checkpoint = next(tmp_path.rglob("last.ckpt"))
     main(["test", *config, f"--ckpt_path={checkpoint}", "--trainer.limit_test_batches=2"])
