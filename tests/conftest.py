@@ -9,6 +9,12 @@ import torch
 
 from tests.helpers.trainer import quiet_trainer
 
+# One torch thread per test process, and per process a test starts (the CLI, DDP ranks, compare's jobs, notebook
+# kernels inherit the variable). `make test` runs two pytest workers on CI's two cores; OpenMP threads that outnumber
+# the cores spin against each other (the detector fine-tune test took 170 s instead of 14 s with two threads each).
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seed_global_generators():
