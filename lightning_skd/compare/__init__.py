@@ -45,7 +45,7 @@ must then be a ``test/`` metric with a ``test_ts/`` counterpart (the classificat
 metrics; not BLEU).
 """
 
-from lightning_skd.compare.command import compare, main, parse_args, run_sweep
+from lightning_skd.compare.command import compare, main, parse_args, run_sweep, tabulate
 from lightning_skd.compare.figures import write_figures
 from lightning_skd.compare.jobs import RunFailure, SweepFailed
 from lightning_skd.compare.runner import RunSpec, run_once
@@ -80,6 +80,7 @@ __all__ = [
     "run_once",
     "run_sweep",
     "summarize",
+    "tabulate",
     "with_temperature_scaling_rows",
     "write_csv",
     "write_figures",

@@ -73,7 +73,22 @@ def compare(sweep: Sweep, console: Console | None = None) -> dict[str, dict[str,
 
     """
     console = console or _console()
-    runs = with_temperature_scaling_rows(run_sweep(sweep, console), sweep.methods, sweep.metrics)
+    return tabulate(sweep, run_sweep(sweep, console), console)
+
+
+def tabulate(
+    sweep: Sweep, records: dict[str, list[dict[str, Any]]], console: Console | None = None
+) -> dict[str, dict[str, Summary]]:
+    """Write the tables and figures of the finished runs ``records`` of ``sweep``; print the table, return its rows.
+
+    Args:
+        sweep: The sweep the runs belong to (methods, seeds, baseline, metrics, output folder).
+        records: ``{method name: [record of each seed, in seed order]}``, as :func:`run_sweep` returns them.
+        console: Where the table is printed.
+
+    """
+    console = console or _console()
+    runs = with_temperature_scaling_rows(records, sweep.methods, sweep.metrics)
     table = summarize(runs, sweep.baseline, sweep.metrics)
     threads = sweep.threads if sweep.jobs == 1 else _threads_per_run(sweep)
     machine = machine_description(threads, sweep.jobs)

@@ -23,10 +23,10 @@ from rich.console import Console
 
 from lightning_skd.compare import (
     Summary,
-    compare,
     parse_args,
     run_sweep,
     summarize,
+    tabulate,
     with_temperature_scaling_rows,
 )
 from lightning_skd.tools.configs import shipped_config
@@ -153,10 +153,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Summary]]:
         args += ["--jobs", str(min(2, os.cpu_count() or 1))]
     console = Console(width=max(Console().width, 150))
     sweep = parse_args([str(SWEEP), *args])
-    table = compare(sweep, console)
+    records = run_sweep(sweep, console)
+    table = tabulate(sweep, records, console)
     for line in verdict(table):
         console.print(line)
-    runs = with_temperature_scaling_rows(run_sweep(sweep, Console(quiet=True)), sweep.methods, sweep.metrics)
+    runs = with_temperature_scaling_rows(records, sweep.methods, sweep.metrics)
     console.print("Does the verdict hold on each half of the seeds on its own?")
     for line in holds_on_both_halves(runs, sweep.seeds, sweep.baseline, sweep.metrics):
         console.print(f"  {line}")
