@@ -10,11 +10,12 @@ CSV logger and prints, per epoch, what ``SelfKDCallback`` logged: ``skd/student_
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from lightning_skd.compare.logs import read_epoch_metrics
 
 VARIANTS = {
     "cache": ["--trainer.callbacks.init_args.mode=cache"],
@@ -27,8 +28,8 @@ VARIANTS = {
 COLUMNS = ("skd/student_acc", "skd/teacher_acc", "skd/teacher_confidence", "skd/alpha")
 
 
-def run(config: str, name: str, extra: list[str], out: Path) -> list[dict[str, str]]:
-    """Fit ``config`` with the variant's arguments; the per-epoch ``skd/*`` rows of its metrics.csv."""
+def run(config: str, name: str, extra: list[str], out: Path) -> list[dict[str, float]]:
+    """Fit ``config`` with the variant's arguments; the per-epoch ``skd/*`` values of its metrics.csv."""
     folder = out / name.replace(" ", "_").replace(",", "")
     metrics = folder / "lightning_logs" / "version_0" / "metrics.csv"
     if not metrics.exists():
@@ -39,8 +40,8 @@ def run(config: str, name: str, extra: list[str], out: Path) -> list[dict[str, s
         ]  # fmt: skip
         environment = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         subprocess.run(command, check=True, env=environment, stdout=subprocess.DEVNULL)
-    with open(metrics) as file:
-        return [row for row in csv.DictReader(file) if row.get("skd/student_acc")]
+    epochs = read_epoch_metrics(folder, COLUMNS)
+    return [epochs[epoch] for epoch in sorted(epochs) if "skd/student_acc" in epochs[epoch]]
 
 
 def main() -> None:
@@ -62,7 +63,7 @@ def main() -> None:
         cells = []
         for rows in tables.values():
             row = rows[epoch]
-            values = [float(row[c]) if row.get(c) else float("nan") for c in COLUMNS]
+            values = [row.get(c, float("nan")) for c in COLUMNS]
             cells.append("{:.3f} / {:.3f}, {:.2f}, {:.2f}".format(*values))
         print(f"| {epoch + 1} | " + " | ".join(cells) + " |")
 
