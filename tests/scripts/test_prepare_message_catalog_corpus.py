@@ -1,4 +1,3 @@
-import importlib.util
 import shutil
 import struct
 import subprocess
@@ -6,10 +5,9 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).parents[2] / "scripts" / "prepare_message_catalog_corpus.py"
-_spec = importlib.util.spec_from_file_location("prepare_message_catalog_corpus", SCRIPT)
-prepare = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(prepare)
+from tests.helpers.scripts import load_script
+
+prepare = load_script("prepare_message_catalog_corpus")
 
 
 def write_mo(path: Path, messages: dict[str, str]) -> None:
