@@ -144,3 +144,32 @@ def test_fashion_mnist_overconfident_config_parses(name):
     assert config.model.init_args.backbone == "cifar:resnet20"
     assert (config.data.init_args.train_size, config.data.init_args.val_size) == (1000, 2000)
     assert config.trainer.max_epochs == 40
+
+
+def test_message_catalogs_converged_sweep_runs_the_issue_rows_on_one_regime():
+    sweep = Sweep.from_file(CONFIGS / "sweeps" / "message_catalogs_converged.yaml")
+    assert [m.config.stem for m in sweep.methods] == [
+        "en_de_baseline", "en_de_label_smoothing", "en_de_selfkd_snapshot", "en_de_selfkd_cache",
+        "en_de_selfkd_delayed", "en_de_skd",
+    ]  # fmt: skip
+    assert len(sweep.seeds) >= 2 and sweep.test_ckpt_path == "best"
+    assert {"test/bleu", "test/bleu_beam5", "test/nll", "test/oce", "test/uce"} <= {m.key for m in sweep.metrics}
+    configs = {m.config.stem: parse(m.config) for m in sweep.methods}
+    regime = {(c.trainer.max_epochs, c.data.init_args.data_dir, c.model.init_args.model.init_args.d_model)
+              for c in configs.values()}  # fmt: skip
+    assert regime == {(40, "data/message_catalogs_en_de_3k", 128)}
+    (delayed,) = [cb for cb in configs["en_de_selfkd_delayed"].trainer.callbacks if "SelfKD" in cb.class_path]
+    schedule = delayed.init_args.schedule.init_args
+    assert (schedule.alpha_T, schedule.start_epoch) == (0.7, 11)
+    (cache,) = [cb for cb in configs["en_de_selfkd_cache"].trainer.callbacks if "SelfKD" in cb.class_path]
+    assert (cache.init_args.cache_topk, cache.init_args.cache_dtype) == (8, "float16")
+
+
+def test_message_catalogs_lm_sweep_has_the_four_rows_of_hahn_and_choi_table_2():
+    sweep = Sweep.from_file(CONFIGS / "sweeps" / "message_catalogs_lm.yaml")
+    rows = {m.config.stem: parse(m.config).model.init_args for m in sweep.methods}
+    assert list(rows) == ["baseline", "noise", "skd", "noise_skd"]
+    assert {name: (init.embedding_noise_std > 0, init.skd) for name, init in rows.items()} == {
+        "baseline": (False, False), "noise": (True, False), "skd": (False, True), "noise_skd": (True, True),
+    }  # fmt: skip
+    assert all(init.sigma == "auto" for init in rows.values() if init.skd)

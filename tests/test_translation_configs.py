@@ -2,8 +2,9 @@
 
 All 21 configs are parsed by the ``lightning-skd`` CLI (class paths and argument types checked by jsonargparse) and
 their values compared with the papers (Kim et al. Sec. 3.4; Hahn & Choi Sec. 4.1 / 4.3). Each of them and the real-data
-rows of ``configs/message_catalogs/`` run three training steps and a validation batch through
-``lightning-skd fit`` on the synthetic corpus, with overrides for the data folder and tiny sizes.
+rows of ``configs/message_catalogs/`` and ``configs/message_catalogs_converged/`` run three training steps and a
+validation batch through ``lightning-skd fit`` on the synthetic corpus, with overrides for the data folder and tiny
+sizes.
 """
 
 from pathlib import Path
@@ -87,14 +88,14 @@ def corpus(tmp_path_factory):
 
 EVERY_CONFIG = sorted(
     str(path.relative_to(CONFIGS))
-    for folder in ("iwslt15", "multi30k", "wmt15", "message_catalogs")
+    for folder in ("iwslt15", "multi30k", "wmt15", "message_catalogs", "message_catalogs_converged")
     for path in (CONFIGS / folder).glob("*.yaml")
     if not path.name.startswith("compare")  # the `lightning-skd compare` sweeps of the folder (tests/test_compare.py)
 )
 
 
 def test_translation_configs_are_all_run():
-    assert len(EVERY_CONFIG) == len(KIM) + len(HAHN) + 4
+    assert len(EVERY_CONFIG) == len(KIM) + len(HAHN) + 4 + 6
 
 
 @pytest.mark.parametrize("config", EVERY_CONFIG)

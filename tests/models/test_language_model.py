@@ -154,12 +154,15 @@ def test_language_model_checkpoint_reloads_without_the_datamodule(tmp_path):
     torch.testing.assert_close(reloaded(inputs), model(inputs))
 
 
-@pytest.mark.parametrize("config", ["ptb/noise_skd.yaml", "wikitext2/baseline.yaml"])
+@pytest.mark.parametrize(
+    "config", ["ptb/noise_skd.yaml", "wikitext2/baseline.yaml", "message_catalogs_lm/noise_skd.yaml"]
+)
 def test_language_model_config_runs_through_the_cli(tmp_path, monkeypatch, config):
     dataset = config.split("/")[0]
     names = {
         "ptb": ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"),
         "wikitext2": ("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens"),
+        "message_catalogs_lm": ("train.txt", "valid.txt", "test.txt"),
     }[dataset]
     data_dir = write_corpus(tmp_path / "corpus", names)
     monkeypatch.chdir(tmp_path)
@@ -187,8 +190,7 @@ def test_language_model_config_runs_through_the_cli(tmp_path, monkeypatch, confi
         "cpu",
     ]
     cli_main(["fit", *overrides])
-    best = tmp_path / "outputs" / dataset / Path(config).stem / "checkpoints" / "best.ckpt"
-    assert best.is_file()
+    (best,) = (tmp_path / "outputs" / dataset / Path(config).stem).rglob("checkpoints/best.ckpt")
     checkpoint = torch.load(best, weights_only=False)
     assert checkpoint["hyper_parameters"]["skd"] == ("skd" in config)
     assert checkpoint["hyper_parameters"]["vocab_size"] == 2 + 12  # <eos>, <unk> and 12 words
